@@ -1,0 +1,287 @@
+"""One Flax NNX decoder for Llama 3.x, Qwen2.5, Qwen3 and Gemma 3 text.
+
+Every parameter declares its logical axes where it is created
+(`logical_axes=...`); `parallel/sharding.py` maps them to mesh axes. The
+forward is split in two so the trainer can gather hidden states at label
+positions before unembedding: `hidden_states` -> [B, T, D], `unembed` -> logits.
+
+Attention masks come from segment ids (0 = padding, 1.. = packed sequences) and
+positions: right padding with an attention mask is one segment per row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from monitor_jax.model.config import ModelConfig, rope_inv_freq
+from monitor_jax.parallel.sharding import constrain
+
+# Finite, so fully masked rows (padding queries) give a uniform softmax, not NaN.
+_NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+_REMAT = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _param(rngs: nnx.Rngs, init, shape: Sequence[int], axes: tuple[str | None, ...], dtype: str):
+    return nnx.Param(init(rngs.params(), tuple(shape), jnp.dtype(dtype)), logical_axes=axes)
+
+
+_normal = nnx.initializers.normal(0.02)
+
+
+class Einsum(nnx.Module):
+    """A projection `einsum(spec, x, kernel)` (+ bias over the output dims)."""
+
+    def __init__(self, spec: str, shape: Sequence[int], axes: tuple[str | None, ...], cfg: ModelConfig,
+                 *, bias_dims: int = 0, rngs: nnx.Rngs):
+        self.spec, self.dtype = spec, jnp.dtype(cfg.dtype)
+        self.kernel = _param(rngs, _normal, shape, axes, cfg.param_dtype)
+        self.bias = (_param(rngs, nnx.initializers.zeros, shape[-bias_dims:], axes[-bias_dims:], cfg.param_dtype)
+                     if bias_dims else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.einsum(self.spec, x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return y if self.bias is None else y + self.bias[...].astype(self.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm in float32; scale is (offset + w) (Gemma stores w around 0)."""
+
+    def __init__(self, dim: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.zeros if cfg.norm_offset else nnx.initializers.ones
+        self.scale = _param(rngs, init, (dim,), ("norm",), cfg.param_dtype)
+        self.eps, self.offset = cfg.norm_eps, cfg.norm_offset
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.offset:  # Gemma: scale in float32, then cast
+            return (normed * (self.offset + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+        # Llama/Qwen: cast, then scale in the input dtype (as transformers does)
+        return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+def apply_rope(x_BxTxNxH: jax.Array, sin_BxTxK: jax.Array, cos_BxTxK: jax.Array) -> jax.Array:
+    """Rotate-half RoPE (the transformers convention for all four families)."""
+    x = x_BxTxNxH.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    sin, cos = sin_BxTxK[:, :, None, :], cos_BxTxK[:, :, None, :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxNxH.dtype)
+
+
+def rope_tables(cfg: ModelConfig, positions_BxT: jax.Array, local: bool) -> tuple[jax.Array, jax.Array]:
+    inv_freq_K = jnp.asarray(rope_inv_freq(cfg, local=local))
+    angles_BxTxK = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_K
+    return jnp.sin(angles_BxTxK), jnp.cos(angles_BxTxK)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        b = 2 if cfg.qkv_bias else 0
+        self.cfg = cfg
+        self.q_proj = Einsum("BTD,DNH->BTNH", (d, n, h), ("embed", "heads", "head_dim"), cfg, bias_dims=b, rngs=rngs)
+        self.k_proj = Einsum("BTD,DKH->BTKH", (d, k, h), ("embed", "kv_heads", "head_dim"), cfg, bias_dims=b,
+                             rngs=rngs)
+        self.v_proj = Einsum("BTD,DKH->BTKH", (d, k, h), ("embed", "kv_heads", "head_dim"), cfg, bias_dims=b,
+                             rngs=rngs)
+        self.o_proj = Einsum("BTNH,NHD->BTD", (n, h, d), ("heads", "head_dim", "embed"), cfg, rngs=rngs)
+        self.q_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
+
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, mask_BxTxS, kv=None, start_B=None):
+        cfg, rules = self.cfg, self.cfg.sharding_rules
+        q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.q_proj(x_BxTxD), self.k_proj(x_BxTxD), self.v_proj(x_BxTxD)
+        if self.q_norm is not None:
+            q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
+        q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, sin_BxTxK, cos_BxTxK), ("batch", "length", "heads", "head_dim"), rules)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, sin_BxTxK, cos_BxTxK)
+        new_kv = None
+        if kv is not None:  # write this step's keys/values at each row's own offset
+            write = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice_in_dim(c, u, i, axis=0))
+            k_BxSxKxH = write(kv[0], k_BxTxKxH.astype(kv[0].dtype), start_B)
+            v_BxSxKxH = write(kv[1], v_BxTxKxH.astype(kv[1].dtype), start_B)
+            new_kv = (k_BxSxKxH, v_BxSxKxH)
+            k_BxTxKxH, v_BxTxKxH = k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype)
+        k_BxSxKxH = constrain(k_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
+        v_BxSxKxH = constrain(v_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
+
+        b, t, n, h = q_BxTxNxH.shape
+        kv_heads = k_BxSxKxH.shape[2]
+        q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv_heads, n // kv_heads, h)  # GQA: G query heads per KV head
+        logits_BxKxGxTxS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BxTxKxGxH, k_BxSxKxH,
+                                      preferred_element_type=jnp.float32) * cfg.scale
+        if cfg.attn_logit_softcap:
+            logits_BxKxGxTxS = jnp.tanh(logits_BxKxGxTxS / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+        logits_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], logits_BxKxGxTxS, _NEG_INF)
+        probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
+        out_BxTxKxGxH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BxKxGxTxS, v_BxSxKxH)
+        return self.o_proj(out_BxTxKxGxH.reshape(b, t, n, h)), new_kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = cfg.embed_dim, cfg.mlp_dim
+        self.cfg = cfg
+        self.gate_proj = Einsum("BTD,DF->BTF", (d, f), ("embed", "mlp"), cfg, rngs=rngs)
+        self.up_proj = Einsum("BTD,DF->BTF", (d, f), ("embed", "mlp"), cfg, rngs=rngs)
+        self.down_proj = Einsum("BTF,FD->BTD", (f, d), ("mlp", "embed"), cfg, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        gate_BxTxF = self.gate_proj(x_BxTxD)
+        act = jax.nn.silu(gate_BxTxF) if self.cfg.activation == "silu" else jax.nn.gelu(gate_BxTxF, approximate=True)
+        h_BxTxF = constrain(act * self.up_proj(x_BxTxD), ("batch", "length", "mlp"), self.cfg.sharding_rules)
+        return self.down_proj(h_BxTxF)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer; Gemma adds the post-attention and post-MLP norms."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, *, rngs: nnx.Rngs):
+        d = cfg.embed_dim
+        self.cfg, self.sliding = cfg, cfg.layer_type(layer) == "sliding"
+        self.attn_pre_norm = RMSNorm(d, cfg, rngs=rngs)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.attn_post_norm = RMSNorm(d, cfg, rngs=rngs) if cfg.sandwich_norm else None
+        self.mlp_pre_norm = RMSNorm(d, cfg, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+        self.mlp_post_norm = RMSNorm(d, cfg, rngs=rngs) if cfg.sandwich_norm else None
+
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, mask_BxTxS, kv=None, start_B=None):
+        attn_BxTxD, new_kv = self.attn(self.attn_pre_norm(x_BxTxD), sin_BxTxK, cos_BxTxK, mask_BxTxS, kv, start_B)
+        if self.attn_post_norm is not None:
+            attn_BxTxD = self.attn_post_norm(attn_BxTxD)
+        x_BxTxD = x_BxTxD + attn_BxTxD
+        mlp_BxTxD = self.mlp(self.mlp_pre_norm(x_BxTxD))
+        if self.mlp_post_norm is not None:
+            mlp_BxTxD = self.mlp_post_norm(mlp_BxTxD)
+        x_BxTxD = x_BxTxD + mlp_BxTxD
+        return constrain(x_BxTxD, ("batch", "length", "act_embed"), self.cfg.sharding_rules), new_kv
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Per-layer keys/values [B, S, K, H] and each row's filled length [B]."""
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    lengths_B: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.keys[0].shape[1]
+
+
+def positions_from_segments(segment_ids_BxT: jax.Array) -> jax.Array:
+    """Position of each token inside its segment (packed rows restart at 0)."""
+    idx_BxT = jnp.broadcast_to(jnp.arange(segment_ids_BxT.shape[1]), segment_ids_BxT.shape)
+    prev_BxT = jnp.pad(segment_ids_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    start_BxT = jax.lax.cummax(jnp.where(segment_ids_BxT != prev_BxT, idx_BxT, 0), axis=1)
+    return idx_BxT - start_BxT
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embedding = _param(rngs, _normal, (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), cfg.param_dtype)
+        self.layers = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.embed_dim, cfg, rngs=rngs)
+        self.lm_head = (None if cfg.tie_embeddings else
+                        _param(rngs, _normal, (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), cfg.param_dtype))
+
+    # -------------------------------------------------------------- forward
+    def __call__(self, tokens_BxT, attention_mask=None, *, segment_ids=None, positions=None) -> jax.Array:
+        """Full logits [B, T, V] in float32 (parity tests, generation)."""
+        return self.unembed(self.hidden_states(tokens_BxT, attention_mask, segment_ids=segment_ids,
+                                               positions=positions))
+
+    def hidden_states(self, tokens_BxT, attention_mask=None, *, segment_ids=None, positions=None) -> jax.Array:
+        """Final-norm hidden states [B, T, D] in the compute dtype.
+
+        `attention_mask` [B, T] (1 = token, 0 = padding) or `segment_ids` [B, T]
+        (packed sequences 1, 2, ...; 0 = padding). Positions restart per segment.
+        """
+        if segment_ids is None:
+            segment_ids = (jnp.ones_like(tokens_BxT) if attention_mask is None else attention_mask).astype(jnp.int32)
+        if positions is None:
+            positions = positions_from_segments(segment_ids)
+        seg_q, seg_k = segment_ids[:, :, None], segment_ids[:, None, :]
+        idx = jnp.arange(tokens_BxT.shape[1])
+        causal_BxTxS = (seg_q == seg_k) & (seg_k != 0) & (idx[None, None, :] <= idx[None, :, None])
+        return self._run(tokens_BxT, positions, positions, causal_BxTxS)[0]
+
+    def unembed(self, hidden_xD: jax.Array) -> jax.Array:
+        """Logits [..., V] in float32 for hidden states [..., D] (gathered or not)."""
+        dtype = jnp.dtype(self.cfg.dtype)
+        if self.lm_head is None:
+            w_VxD = self.embedding[...].astype(dtype)
+            logits = jnp.einsum("...D,VD->...V", hidden_xD.astype(dtype), w_VxD, preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("...D,DV->...V", hidden_xD.astype(dtype), self.lm_head[...].astype(dtype),
+                                preferred_element_type=jnp.float32)
+        if self.cfg.final_logit_softcap:
+            logits = jnp.tanh(logits / self.cfg.final_logit_softcap) * self.cfg.final_logit_softcap
+        return logits
+
+    # -------------------------------------------------------------- KV cache
+    def init_cache(self, batch: int, size: int, dtype: str | None = None) -> KVCache:
+        """An empty cache of `size` positions; prefill and every decode step must fit in it."""
+        cfg = self.cfg
+        shape = (batch, size, cfg.num_kv_heads, cfg.head_dim)
+        zeros = lambda: jnp.zeros(shape, jnp.dtype(dtype or cfg.dtype))  # noqa: E731
+        return KVCache(tuple(zeros() for _ in range(cfg.num_layers)), tuple(zeros() for _ in range(cfg.num_layers)),
+                       jnp.zeros((batch,), jnp.int32))
+
+    def decode(self, tokens_BxT, cache: KVCache, attention_mask=None) -> tuple[jax.Array, KVCache]:
+        """Append T tokens to every row at its own length; returns logits [B, T, V] and the cache.
+
+        Prefill: a fresh cache and right-padded `tokens_BxT` with `attention_mask`
+        (each row's length becomes its number of real tokens). Decode: T = 1.
+        """
+        start_B = cache.lengths_B
+        positions_BxT = start_B[:, None] + jnp.arange(tokens_BxT.shape[1])[None, :]
+        # Cache slot == position, so causality is slot <= position; stale padding
+        # written past a row's length is never attended and is overwritten later.
+        causal_BxTxS = jnp.arange(cache.size)[None, None, :] <= positions_BxT[:, :, None]
+        hidden, kvs = self._run(tokens_BxT, positions_BxT, positions_BxT, causal_BxTxS, cache, start_B)
+        n_new_B = (tokens_BxT.shape[1] if attention_mask is None else attention_mask.sum(axis=1)).astype(jnp.int32)
+        new_cache = KVCache(tuple(k for k, _ in kvs), tuple(v for _, v in kvs), start_B + n_new_B)
+        return self.unembed(hidden), new_cache
+
+    # -------------------------------------------------------------- shared body
+    def _run(self, tokens_BxT, q_pos_BxT, k_pos_BxS, causal_BxTxS, cache=None, start_B=None):
+        cfg = self.cfg
+        x_BxTxD = jnp.take(self.embedding[...], tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
+        if cfg.embed_scale:  # Gemma: the scale is rounded to the compute dtype, as in transformers
+            x_BxTxD = x_BxTxD * jnp.asarray(cfg.embed_dim ** 0.5, dtype=x_BxTxD.dtype)
+        x_BxTxD = constrain(x_BxTxD, ("batch", "length", "act_embed"), cfg.sharding_rules)
+        tables = {False: rope_tables(cfg, q_pos_BxT, local=False)}
+        masks = {False: causal_BxTxS}
+        if "sliding" in cfg.layer_types:
+            if cfg.local_rope_theta is not None:
+                tables[True] = rope_tables(cfg, q_pos_BxT, local=True)
+            if cache is None:
+                distance_BxTxS = q_pos_BxT[:, :, None] - k_pos_BxS[:, None, :]
+            else:
+                distance_BxTxS = q_pos_BxT[:, :, None] - jnp.arange(cache.size)[None, None, :]
+            masks[True] = causal_BxTxS & (distance_BxTxS < cfg.sliding_window)
+        kvs = []
+        for i, block in enumerate(self.layers):
+            sin, cos = tables.get(block.sliding, tables[False])
+            mask = masks[block.sliding]
+            if cache is not None:
+                x_BxTxD, kv = block(x_BxTxD, sin, cos, mask, (cache.keys[i], cache.values[i]), start_B)
+                kvs.append(kv)
+            elif cfg.remat != "none":
+                x_BxTxD = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(block, x_BxTxD, sin, cos, mask)
+            else:
+                x_BxTxD = block(x_BxTxD, sin, cos, mask)[0]
+        return self.final_norm(x_BxTxD), kvs

@@ -1,0 +1,34 @@
+"""Build the ('data', 'fsdp', 'tensor') device mesh from a config."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+from jax.sharding import AxisType, Mesh
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over `devices` (default: all); one axis size may be -1 (= the rest).
+
+    Axis types are Auto: shardings propagate through `jax.jit` from the declared
+    in/out shardings and the model's `with_sharding_constraint`s (pjit style),
+    rather than being carried in every array's type (Explicit, jax's default).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [data, fsdp, tensor]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh: at most one axis may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"mesh: {len(devices)} devices are not divisible by the fixed axes "
+                             f"(data={data}, fsdp={fsdp}, tensor={tensor})")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {len(devices)} devices "
+                         f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}); set one axis to -1 to fill")
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)

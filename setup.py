@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="monitor_jax",
+    version="0.1.0",
+    description="Train and evaluate LLM monitors (prompted classifiers) in JAX.",
+    packages=find_packages(include=["monitor_jax", "monitor_jax.*"]),
+    package_data={"monitor_jax": ["data/demo_assets/*"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "grain>=0.2.12",
+        "tensorflow-datasets>=4.9.8",
+        "ml-collections>=1.0",
+        "safetensors>=0.5",
+        # Tokenizers and chat templates only; `import monitor_jax` never imports torch.
+        "transformers>=4.56",
+        "tokenizers>=0.21",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+        "scikit-learn",
+        "pyarrow",
+        "tensorboardX",
+    ],
+    extras_require={
+        # torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
+        # It is only a test dependency (the transformers reference for parity tests).
+        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0", "psutil"],
+        "tpu": ["jax[tpu]"],
+        "cuda": ["jax[cuda12]"],
+    },
+)
