@@ -252,7 +252,8 @@ class Transformer(nnx.Module):
         # written past a row's length is never attended and is overwritten later.
         causal_BxTxS = jnp.arange(cache.size)[None, None, :] <= positions_BxT[:, :, None]
         hidden, kvs = self._run(tokens_BxT, positions_BxT, positions_BxT, causal_BxTxS, cache, start_B)
-        n_new_B = (tokens_BxT.shape[1] if attention_mask is None else attention_mask.sum(axis=1)).astype(jnp.int32)
+        n_new_B = (jnp.full_like(start_B, tokens_BxT.shape[1]) if attention_mask is None
+                   else attention_mask.sum(axis=1).astype(jnp.int32))
         new_cache = KVCache(tuple(k for k, _ in kvs), tuple(v for _, v in kvs), start_B + n_new_B)
         return self.unembed(hidden), new_cache
 
