@@ -170,15 +170,18 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
 
     np_dtype = np.dtype(jax.numpy.dtype(param_dtype))
     for f, keys in by_file.items():
-        with safe_open(f, framework="numpy") as st:
-            for hf_key in keys:
-                our = wanted[hf_key]
-                var = flat[our]
-                host = to_ours(st.get_tensor(hf_key), var.shape, names[our][1])
-                sharding = variable_sharding(var, mesh, cfg.sharding_rules)
-                var.set_value(jax.make_array_from_callback(
-                    var.shape, sharding, lambda idx, h=host: np.asarray(h[idx], dtype=np_dtype)))
-                del host
+        for hf_key in keys:
+            # One open per tensor: safetensors memory-maps the file, and pages
+            # touched through an open map count as resident until it is closed.
+            with safe_open(f, framework="numpy") as st:
+                tensor = st.get_tensor(hf_key)
+            our = wanted[hf_key]
+            var = flat[our]
+            host = to_ours(tensor, var.shape, names[our][1])
+            sharding = variable_sharding(var, mesh, cfg.sharding_rules)
+            var.set_value(jax.make_array_from_callback(
+                var.shape, sharding, lambda idx, h=host: np.asarray(h[idx], dtype=np_dtype)))
+            del host, tensor
     state = nnx.from_flat_state(flat)
     return nnx.merge(graphdef, state), cfg
 
