@@ -1,0 +1,187 @@
+"""Rows -> token ids, next-token targets, loss weights, label positions, segment ids.
+
+Conventions (shared with the trainer and the scorer):
+  tokens[t]   the input at t;   targets[t] the token to predict at t (tokens[t+1]);
+  weights[t]  the loss weight of targets[t].
+A classification row is its prompt only: the label token is the target at the
+last prompt position (`label_position`), the one weight that is 1. Full logits
+there are never needed: the trainer gathers the hidden state at that position.
+An instruction row is a whole chat; its weights are 1 on targets that are
+assistant tokens.
+
+Truncation never drops the instructions, the answer position or the label: an
+over-long classification prompt loses tokens from one side of its content field
+only, and the example says it was truncated so runs can report counts per task.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from monitor_jax.data.tasks import ClassificationTask, InstructionTask, TaskError
+
+CLASSIFICATION, INSTRUCTION = 1, 0
+
+
+@dataclasses.dataclass
+class Encoded:
+    """One unpadded example: 1-D int arrays of its own length n."""
+    tokens: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    label_position: int = -1
+    label: int = -1               # 1 positive, 0 negative, -1 instruction
+    positive_id: int = 0
+    negative_id: int = 0
+    task_id: int = 0
+    kind: int = INSTRUCTION
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _shifted(ids: Sequence[int], pad_id: int) -> np.ndarray:
+    return np.asarray(list(ids[1:]) + [pad_id], np.int32)
+
+
+class ClassificationEncoder:
+    """Encodes rows of one classification task (labels checked once, at construction)."""
+
+    def __init__(self, task: ClassificationTask, tokenizer, max_length: int, task_id: int = 0):
+        self.task, self.tok, self.max_length, self.task_id = task, tokenizer, max_length, task_id
+        self.positive_id, self.negative_id = task.label_ids(tokenizer, {f: "x" for f in task.fields})
+        empty = task.render(tokenizer, {f: "" for f in task.fields}, "(length check)")
+        self.overhead = len(tokenizer.encode(empty))
+        if self.overhead >= max_length:
+            raise TaskError(f"task {task.name}: the prompt without content is {self.overhead} tokens, which does not "
+                            f"fit max_length={max_length}; raise max_length or shorten the prompt")
+
+    def prompt_ids(self, row: Mapping[str, Any], where: str = "") -> tuple[list[int], bool]:
+        """Prompt ids that fit max_length, and whether the content field was shortened."""
+        task, tok = self.task, self.tok
+        ids = tok.encode(task.render(tok, row, where))
+        if len(ids) <= self.max_length:
+            return ids, False
+        if task.content_field not in task.fields:
+            raise TaskError(f"task {task.name}: row {where} is {len(ids)} tokens > max_length={self.max_length} "
+                            f"and content_field {task.content_field!r} is not in the prompt, so nothing may be cut")
+        content = tok.encode(str(row[task.content_field]))
+        drop = len(ids) - self.max_length
+        while True:  # re-tokenisation at the cut can shift counts by a token or two
+            keep = content[drop:] if task.truncate_side == "left" else content[:len(content) - drop]
+            ids = tok.encode(task.render(tok, {**row, task.content_field: tok.decode(keep)}, where))
+            if len(ids) <= self.max_length:
+                return ids, True
+            drop += len(ids) - self.max_length
+
+    def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
+        positive = self.task.label_of(row, where)
+        ids, truncated = self.prompt_ids(row, where)
+        label_id = self.positive_id if positive else self.negative_id
+        targets = _shifted(ids, label_id)   # the last prompt position predicts the label
+        weights = np.zeros(len(ids), np.float32)
+        weights[-1] = 1.0
+        return Encoded(np.asarray(ids, np.int32), targets, weights, label_position=len(ids) - 1,
+                       label=int(positive), positive_id=self.positive_id, negative_id=self.negative_id,
+                       task_id=self.task_id, kind=CLASSIFICATION, truncated=truncated)
+
+
+class InstructionEncoder:
+    """Encodes chats; the loss falls on assistant tokens (end-of-turn token included)."""
+
+    def __init__(self, task: InstructionTask, tokenizer, max_length: int, task_id: int = 0):
+        self.task, self.tok, self.max_length, self.task_id = task, tokenizer, max_length, task_id
+        self.has_generation_markers = "{% generation %}" in (tokenizer.hf.chat_template or "")
+
+    def _ids_and_mask(self, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
+        hf = self.tok.hf
+        if self.has_generation_markers:
+            out = hf.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            return list(out["input_ids"]), list(out["assistant_masks"])
+        # Templates without {% generation %} (most released ones): the assistant span
+        # of turn i is what rendering messages[:i+1] adds to rendering messages[:i]
+        # with the generation prompt.
+        full = self.tok.encode(self.tok.chat(msgs))
+        mask = [0] * len(full)
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            start = len(self.tok.encode(self.tok.chat(msgs[:i], add_generation_prompt=True)))
+            end = len(self.tok.encode(self.tok.chat(msgs[:i + 1])))
+            prefix = self.tok.encode(self.tok.chat(msgs[:i + 1]))
+            if full[:end] != prefix:
+                raise TaskError(f"task {self.task.name}: row {where}: the chat template does not render "
+                                f"conversations prefix-consistently, so assistant tokens cannot be located; "
+                                f"add {{% generation %}} markers to the template")
+            while end > start and not self.tok.decode(full[end - 1:end]).strip():
+                end -= 1   # the template's whitespace after the turn is not the assistant's to predict
+            mask[start:end] = [1] * (end - start)
+        return full, mask
+
+    def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
+        ids, mask = self._ids_and_mask(self.task.chat(row, where), where)
+        truncated = len(ids) > self.max_length
+        if truncated:  # keep the beginning of the conversation; the cut tail is counted
+            ids, mask = ids[:self.max_length], mask[:self.max_length]
+        weights = np.asarray(mask[1:] + [0], np.float32)   # weight of targets[t] = mask of tokens[t+1]
+        if weights.sum() == 0:
+            raise TaskError(f"task {self.task.name}: row {where} has no assistant token within max_length="
+                            f"{self.max_length} (chat is {len(mask)} tokens); raise max_length or filter the row")
+        return Encoded(np.asarray(ids, np.int32), _shifted(ids, self.tok.pad_id), weights,
+                       task_id=self.task_id, kind=INSTRUCTION, truncated=truncated)
+
+
+# ------------------------------------------------------------------ fixed shapes
+EXAMPLE_FIELDS = ("tokens", "targets", "weights", "segment_ids", "positions", "label_position", "label",
+                  "positive_id", "negative_id", "task_id", "kind", "truncated")
+
+
+def pad(example: Encoded, length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """A fixed-length row: right padding with segment id 0 and weight 0."""
+    n = len(example)
+    if n > length:
+        raise ValueError(f"example of {n} tokens does not fit length {length}")
+    row = _empty_row(length, pad_id)
+    row["tokens"][:n], row["targets"][:n], row["weights"][:n] = example.tokens, example.targets, example.weights
+    row["segment_ids"][:n] = 1
+    row["positions"][:n] = np.arange(n)
+    row.update(label_position=np.int32(example.label_position), label=np.int32(example.label),
+               positive_id=np.int32(example.positive_id), negative_id=np.int32(example.negative_id),
+               task_id=np.int32(example.task_id), kind=np.int32(example.kind),
+               truncated=np.int32(example.truncated))
+    return row
+
+
+def pack(examples: Sequence[Encoded], length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Instruction examples back to back in one row: segment ids 1..k, positions restart.
+
+    Each segment's last target is its own shifted pad (weight 0), so no token is
+    ever trained to predict the next segment's first token.
+    """
+    row = _empty_row(length, pad_id)
+    at = 0
+    for k, ex in enumerate(examples, start=1):
+        n = len(ex)
+        if ex.kind != INSTRUCTION:
+            raise ValueError("only instruction examples are packed; classification rows keep one label each")
+        if at + n > length:
+            raise ValueError(f"packed examples need {at + n} tokens > length {length}")
+        row["tokens"][at:at + n], row["targets"][at:at + n] = ex.tokens, ex.targets
+        row["weights"][at:at + n] = ex.weights
+        row["segment_ids"][at:at + n] = k
+        row["positions"][at:at + n] = np.arange(n)
+        at += n
+    row.update(task_id=np.int32(examples[0].task_id), kind=np.int32(INSTRUCTION),
+               truncated=np.int32(sum(ex.truncated for ex in examples)))
+    return row
+
+
+def _empty_row(length: int, pad_id: int) -> dict[str, np.ndarray]:
+    return dict(tokens=np.full(length, pad_id, np.int32), targets=np.full(length, pad_id, np.int32),
+                weights=np.zeros(length, np.float32), segment_ids=np.zeros(length, np.int32),
+                positions=np.zeros(length, np.int32), label_position=np.int32(-1), label=np.int32(-1),
+                positive_id=np.int32(0), negative_id=np.int32(0), task_id=np.int32(0),
+                kind=np.int32(INSTRUCTION), truncated=np.int32(0))

@@ -1,0 +1,134 @@
+"""Tasks: how a data row becomes a prompt and a target.
+
+A `ClassificationTask` renders a row through a prompt (chat messages with
+`{field}` slots) and the tokenizer's chat template with the generation prompt;
+its target is one token, the positive or the negative label. An
+`InstructionTask` is a chat whose assistant turns carry the loss. Tasks are
+registered by name so configs name them; the prompt-change experiment is the
+same source under another task.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+# Row label values accepted as positive / negative unless a task gives its own map.
+DEFAULT_LABELS: tuple[tuple[Any, bool], ...] = ((True, True), (False, False), (1, True), (0, False))
+
+
+class TaskError(ValueError):
+    """A task is misconfigured for its tokenizer or its rows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask:
+    name: str
+    domain: str
+    messages: tuple[tuple[str, str], ...]   # (role, template with {field} slots)
+    positive: str = " Yes"
+    negative: str = " No"
+    answer_prefix: str = ""                 # appended after the generation prompt, before the label
+    label_field: str = "label"
+    labels: tuple[tuple[Any, bool], ...] = DEFAULT_LABELS   # row value -> positive?
+    content_field: str = "text"             # the field truncation shortens
+    truncate_side: str = "left"             # drop the start (left) or the end (right) of the content
+
+    def __post_init__(self):
+        if self.truncate_side not in ("left", "right"):
+            raise TaskError(f"task {self.name}: truncate_side={self.truncate_side!r}; choose left or right")
+        if self.positive == self.negative:
+            raise TaskError(f"task {self.name}: positive and negative labels are both {self.positive!r}")
+
+    @property
+    def fields(self) -> list[str]:
+        import string
+
+        return sorted({f for _, t in self.messages for _, f, _, _ in string.Formatter().parse(t) if f})
+
+    def label_of(self, row: Mapping[str, Any], where: str = "") -> bool:
+        """The row's label as positive (True) or negative (False); anything else is an error."""
+        if self.label_field not in row:
+            raise TaskError(f"task {self.name}: row {where} has no label field {self.label_field!r}; "
+                            f"fields present: {sorted(row)}")
+        value = row[self.label_field]
+        for key, positive in self.labels:
+            if type(key) is type(value) and key == value:
+                return positive
+        raise TaskError(f"task {self.name}: row {where} has {self.label_field}={value!r}, which is not one of "
+                        f"the task's label values {[k for k, _ in self.labels]}")
+
+    def chat(self, row: Mapping[str, Any], where: str = "") -> list[dict[str, str]]:
+        missing = [f for f in self.fields if f not in row]
+        if missing:
+            raise TaskError(f"task {self.name}: row {where} lacks field(s) {missing} its prompt uses; "
+                            f"fields present: {sorted(row)}")
+        return [{"role": role, "content": template.format_map({f: row[f] for f in self.fields})}
+                for role, template in self.messages]
+
+    def render(self, tokenizer, row: Mapping[str, Any], where: str = "") -> str:
+        """Prompt text up to (not including) the label token."""
+        return tokenizer.chat(self.chat(row, where), add_generation_prompt=True) + self.answer_prefix
+
+    def label_ids(self, tokenizer, example_row: Mapping[str, Any]) -> tuple[int, int]:
+        """(positive id, negative id): each label must be exactly one token after the rendered prompt."""
+        prompt = self.render(tokenizer, example_row, "(label check)")
+        prompt_ids = tokenizer.encode(prompt)
+        ids = []
+        for label in (self.positive, self.negative):
+            full = tokenizer.encode(prompt + label)
+            extra = full[len(prompt_ids):]
+            if full[:len(prompt_ids)] != prompt_ids or len(extra) != 1:
+                shown = tokenizer.tokens(extra if full[:len(prompt_ids)] == prompt_ids else full[-4:])
+                raise TaskError(f"task {self.name}: label {label!r} is not one token after the prompt; it "
+                                f"tokenizes to {shown} (ids {extra}). Choose a label string that is a single "
+                                f"token in context (mind the leading space), or change answer_prefix.")
+            ids.append(extra[0])
+        if ids[0] == ids[1]:
+            raise TaskError(f"task {self.name}: labels {self.positive!r} and {self.negative!r} are the same token")
+        return ids[0], ids[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class InstructionTask:
+    name: str
+    messages_field: str = "messages"        # a list of {"role", "content"}
+    domain: str = "instruction"
+
+    def chat(self, row: Mapping[str, Any], where: str = "") -> list[dict[str, str]]:
+        msgs = row.get(self.messages_field)
+        if not isinstance(msgs, Sequence) or not msgs or not all(
+                isinstance(m, Mapping) and "role" in m and "content" in m for m in msgs):
+            raise TaskError(f"task {self.name}: row {where} field {self.messages_field!r} must be a non-empty "
+                            f"list of {{'role', 'content'}} messages; fields present: {sorted(row)}")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise TaskError(f"task {self.name}: row {where} has no assistant turn, so nothing to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+Task = ClassificationTask | InstructionTask
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task, overwrite: bool = False) -> Task:
+    if task.name in _REGISTRY and _REGISTRY[task.name] != task and not overwrite:
+        raise TaskError(f"task name {task.name!r} is already registered with a different definition")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get(name: str) -> Task:
+    if name not in _REGISTRY:
+        from monitor_jax.data import demo  # noqa: F401  (registers the demo suite's tasks)
+    if name not in _REGISTRY:
+        raise TaskError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def with_prompt(task: ClassificationTask, name: str, messages: Sequence[tuple[str, str]], **changes
+                ) -> ClassificationTask:
+    """The same data under another prompt: the prompt-change experiment."""
+    return dataclasses.replace(task, name=name, messages=tuple(tuple(m) for m in messages), **changes)
