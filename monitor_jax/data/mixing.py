@@ -21,9 +21,9 @@ Schedule = Callable[[np.ndarray | int], np.ndarray]
 SCHEDULES = ("constant", "linear", "cosine", "staged", "sequential")
 
 
-def make_schedule(kind: str, *, value: float = 0.5, start: float = 1.0, end: float = 0.0, steps: int = 1,
-                  boundaries: Sequence[int] = (), values: Sequence[float] = (), switch_step: int = 0) -> Schedule:
-    """r(step): the fraction of each batch that is classification rows.
+def optax_schedule(kind: str, *, value: float = 0.5, start: float = 1.0, end: float = 0.0, steps: int = 1,
+                   boundaries: Sequence[int] = (), values: Sequence[float] = (), switch_step: int = 0):
+    """A jit-friendly schedule step -> value (optax).
 
     constant(value); linear(start -> end over steps); cosine(start -> end over
     steps); staged(values[i] from boundaries[i-1], piecewise constant);
@@ -31,21 +31,25 @@ def make_schedule(kind: str, *, value: float = 0.5, start: float = 1.0, end: flo
     classification).
     """
     if kind == "constant":
-        sched = optax.constant_schedule(value)
-    elif kind == "linear":
-        sched = optax.linear_schedule(start, end, steps)
-    elif kind == "cosine":
+        return optax.constant_schedule(value)
+    if kind == "linear":
+        return optax.linear_schedule(start, end, steps)
+    if kind == "cosine":
         decay = optax.cosine_decay_schedule(1.0, steps)   # 1 -> 0
-        sched = lambda s: end + (start - end) * decay(s)  # noqa: E731
-    elif kind == "staged":
+        return lambda s: end + (start - end) * decay(s)
+    if kind == "staged":
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"staged schedule: {len(values)} values need {len(values) - 1} boundaries, "
                              f"got {len(boundaries)}")
-        sched = optax.join_schedules([optax.constant_schedule(v) for v in values], list(boundaries))
-    elif kind == "sequential":
-        sched = optax.join_schedules([optax.constant_schedule(1.0), optax.constant_schedule(0.0)], [switch_step])
-    else:
-        raise ValueError(f"mixing schedule {kind!r} is unknown; choose one of {SCHEDULES}")
+        return optax.join_schedules([optax.constant_schedule(v) for v in values], list(boundaries))
+    if kind == "sequential":
+        return optax.join_schedules([optax.constant_schedule(1.0), optax.constant_schedule(0.0)], [switch_step])
+    raise ValueError(f"schedule kind {kind!r} is unknown; choose one of {SCHEDULES}")
+
+
+def make_schedule(kind: str, **kw) -> Schedule:
+    """r(step) in [0, 1]: the fraction of each batch that is classification rows (host side, numpy)."""
+    sched = optax_schedule(kind, **kw)
     return lambda step: np.clip(np.broadcast_to(np.asarray(sched(step), np.float64), np.shape(step)), 0.0, 1.0)
 
 

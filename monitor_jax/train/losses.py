@@ -1,0 +1,83 @@
+"""Losses over one forward's hidden states [B, T, D].
+
+Classification rows: the hidden state at each row's label position is
+unembedded alone ([B, V] logits), cross-entropy against the label token.
+Instruction rows: token cross-entropy over weighted targets, unembedding the
+sequence in chunks of length under `jax.checkpoint`, so peak memory holds
+[B, chunk, V] logits, never [B, T, V]. Both return (sum, count) so micro-batches
+and normalisations combine exactly.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION
+
+Unembed = Callable[[jax.Array], jax.Array]   # hidden [..., D] -> float32 logits [..., V]
+NORMALIZATIONS = ("per_source", "pooled")
+
+
+def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
+    """(summed CE, row count, summed correct) over classification rows.
+
+    `two_token`: softmax over the positive and negative label tokens only,
+    instead of the full vocabulary.
+    """
+    is_cls_B = batch["kind"] == CLASSIFICATION
+    pos_B = jnp.maximum(batch["label_position"], 0)
+    hidden_BxD = jnp.take_along_axis(hidden_BxTxD, pos_B[:, None, None], axis=1)[:, 0]
+    logits_BxV = unembed(hidden_BxD)
+    target_B = jnp.take_along_axis(batch["targets"], pos_B[:, None], axis=1)[:, 0]
+    pos_logit_B = jnp.take_along_axis(logits_BxV, batch["positive_id"][:, None], axis=1)[:, 0]
+    neg_logit_B = jnp.take_along_axis(logits_BxV, batch["negative_id"][:, None], axis=1)[:, 0]
+    target_logit_B = jnp.take_along_axis(logits_BxV, target_B[:, None], axis=1)[:, 0]
+    if two_token:
+        norm_B = jnp.logaddexp(pos_logit_B, neg_logit_B)
+    else:
+        norm_B = jax.nn.logsumexp(logits_BxV, axis=-1)
+    ce_B = norm_B - target_logit_B
+    correct_B = (pos_logit_B > neg_logit_B) == (batch["label"] == 1)
+    mask_B = is_cls_B.astype(jnp.float32)
+    return jnp.sum(ce_B * mask_B), jnp.sum(mask_B), jnp.sum(correct_B * mask_B)
+
+
+def instruction_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, chunk: int = 256):
+    """(summed weighted CE, summed weight) over instruction rows, `chunk` positions at a time."""
+    b, t, d = hidden_BxTxD.shape
+    chunk = min(chunk, t)
+    if t % chunk:
+        raise ValueError(f"sequence length {t} is not a multiple of loss.chunk_size={chunk}")
+    weights_BxT = batch["weights"] * (batch["kind"] == INSTRUCTION)[:, None]
+    n = t // chunk
+    hidden_NxBxCxD = hidden_BxTxD.reshape(b, n, chunk, d).swapaxes(0, 1)
+    targets_NxBxC = batch["targets"].reshape(b, n, chunk).swapaxes(0, 1)
+    weights_NxBxC = weights_BxT.reshape(b, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint  # recompute each chunk's logits in the backward pass instead of storing them
+    def chunk_loss(hidden_BxCxD, targets_BxC, weights_BxC):
+        logits_BxCxV = unembed(hidden_BxCxD)
+        target_logit = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+        return jnp.sum((jax.nn.logsumexp(logits_BxCxV, axis=-1) - target_logit) * weights_BxC)
+
+    def body(total, xs):
+        return total + chunk_loss(*xs), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (hidden_NxBxCxD, targets_NxBxC, weights_NxBxC))
+    return total, jnp.sum(weights_BxT)
+
+
+def combine(cls_sum, cls_count, sft_sum, sft_count, w_cls, w_sft, normalization: str):
+    """total = w_cls·L_cls + w_sft·L_sft.
+
+    per_source: each loss is averaged over its own targets. pooled: all targets
+    averaged together, so a batch's one-token classification targets are diluted
+    by its many instruction tokens (the research's dilution baseline).
+    """
+    if normalization == "per_source":
+        return w_cls * cls_sum / jnp.maximum(cls_count, 1.0) + w_sft * sft_sum / jnp.maximum(sft_count, 1.0)
+    if normalization == "pooled":
+        return (w_cls * cls_sum + w_sft * sft_sum) / jnp.maximum(cls_count + sft_count, 1.0)
+    raise ValueError(f"loss.normalization={normalization!r}; choose one of {NORMALIZATIONS}")

@@ -1,0 +1,110 @@
+"""The train step: one pure function under jax.jit, sharded by the logical-axis rules.
+
+    state, batch -> forward once (hidden [B, T, D])
+                 -> classification CE at label positions + chunked instruction CE
+                 -> total = w_cls(step)·L_cls + w_sft(step)·L_sft  (per_source | pooled)
+                 -> gradients summed over micro-batches (exactly the large-batch gradient)
+                 -> AdamW update; state donated, so parameters are updated in place.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION
+from monitor_jax.model import Transformer
+from monitor_jax.parallel.multihost import batch_sharding
+from monitor_jax.train.losses import classification_loss, combine, instruction_loss
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    step: jax.Array
+    params: nnx.State
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    normalization: str = "per_source"
+    two_token: bool = False          # classification softmax over the two label tokens only
+    chunk_size: int = 256            # instruction loss: positions unembedded at once
+    grad_accum: int = 1              # micro-batches per step
+
+
+def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+    """Optimizer state created under jit, so it inherits each parameter's sharding."""
+    params = nnx.state(model, nnx.Param)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    # Moments mirror their parameter's sharding; leaves made from nothing (counts) are replicated.
+    opt_state = jax.tree.map(lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated),
+                             jax.jit(optimizer.init)(params))
+    return TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state)
+
+
+def batch_counts(batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Classification rows and instruction target tokens of the whole batch."""
+    n_cls = jnp.sum(batch["kind"] == CLASSIFICATION).astype(jnp.float32)
+    n_sft = jnp.sum(batch["weights"] * (batch["kind"] == INSTRUCTION)[:, None])
+    return n_cls, n_sft
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
+                    w_cls: Callable, w_sft: Callable) -> Callable:
+    """train_step(state, batch) -> (state, metrics); jit it with `jit_train_step`."""
+
+    def micro_loss(params, micro, n_cls, n_sft, wc, ws):
+        model = nnx.merge(graphdef, params)
+        hidden_BxTxD = model.hidden_states(micro["tokens"], segment_ids=micro["segment_ids"],
+                                           positions=micro["positions"])
+        cls_sum, cls_rows, correct = classification_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
+        sft_sum, sft_tokens = instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)
+        # Normalised by the whole batch's counts, so micro-batch losses sum to the batch loss.
+        loss = combine(cls_sum, n_cls, sft_sum, n_sft, wc, ws, loss_cfg.normalization)
+        return loss, dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=correct)
+
+    def train_step(state: TrainState, batch: dict):
+        n_cls, n_sft = batch_counts(batch)
+        wc, ws = w_cls(state.step), w_sft(state.step)
+        k = loss_cfg.grad_accum
+        micro_batches = jax.tree.map(lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:]), batch)
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+        def accumulate(carry, micro):
+            loss, aux, grads = carry
+            (l, a), g = grad_fn(state.params, micro, n_cls, n_sft, wc, ws)
+            return (loss + l, jax.tree.map(jnp.add, aux, a), jax.tree.map(jnp.add, grads, g)), None
+
+        zeros = (jnp.zeros(()), dict(cls_sum=jnp.zeros(()), sft_sum=jnp.zeros(()), correct=jnp.zeros(())),
+                 jax.tree.map(jnp.zeros_like, state.params))
+        (loss, aux, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(loss=loss, cls_loss=aux["cls_sum"] / jnp.maximum(n_cls, 1), cls_rows=n_cls,
+                       cls_accuracy=aux["correct"] / jnp.maximum(n_cls, 1),
+                       sft_loss=aux["sft_sum"] / jnp.maximum(n_sft, 1), sft_tokens=n_sft,
+                       w_cls=jnp.asarray(wc, jnp.float32), w_sft=jnp.asarray(ws, jnp.float32),
+                       grad_norm=optax.tree.norm(grads))
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def state_shardings(state: TrainState):
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def jit_train_step(train_step: Callable, state: TrainState, mesh: Mesh, batch_example: dict, rules):
+    """Explicit in/out shardings from the state's and the batch's; the state is donated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_spec = {k: batch_sharding(mesh, v.ndim, rules) for k, v in batch_example.items()}
+    shardings = state_shardings(state)
+    return jax.jit(train_step, in_shardings=(shardings, batch_spec),
+                   out_shardings=(shardings, replicated), donate_argnums=(0,))
