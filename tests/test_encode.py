@@ -141,3 +141,22 @@ def test_instruction_errors(small_tokenizer):
         short({"messages": MSGS}, "row 5")
     cut = InstructionEncoder(CHAT, small_tokenizer, 30)({"messages": MSGS})
     assert cut.truncated and len(cut) == 30 and cut.weights.sum() > 0
+
+
+def test_encoding_is_thread_safe(small_tokenizer):
+    """grain prefetches with threads; transformers' assistant-mask tracking is shared state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = InstructionEncoder(CHAT, small_tokenizer, 128)
+    rows = [{"messages": [{"role": "user", "content": f"Repeat {i} " * (1 + i % 9)},
+                          {"role": "assistant", "content": "Yes" if i % 2 else f"{i} {i}"}]} for i in range(200)]
+    serial = [enc(r).weights.tolist() for r in rows]
+    import sys
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads often, as a loaded machine would
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(lambda r: enc(r).weights.tolist(), rows * 5))
+    finally:
+        sys.setswitchinterval(interval)
+    assert threaded == serial * 5

@@ -16,6 +16,7 @@ only, and the example says it was truncated so runs can report counts per task.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -23,6 +24,9 @@ import numpy as np
 from monitor_jax.data.tasks import ClassificationTask, InstructionTask, TaskError
 
 CLASSIFICATION, INSTRUCTION = 1, 0
+# transformers records {% generation %} spans on the compiled template, shared by
+# every thread: concurrent renders (grain prefetch threads) corrupt each other's masks.
+_TEMPLATE_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -77,15 +81,19 @@ class ClassificationEncoder:
                 return ids, True
             drop += len(ids) - self.max_length
 
-    def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
-        positive = self.task.label_of(row, where)
+    def __call__(self, row: Mapping[str, Any], where: str = "", require_label: bool = True) -> Encoded:
+        """`require_label=False` (scoring unlabeled rows): a row without the label field gets label -1."""
+        if require_label or self.task.label_field in row:
+            positive = int(self.task.label_of(row, where))
+        else:
+            positive = -1
         ids, truncated = self.prompt_ids(row, where)
-        label_id = self.positive_id if positive else self.negative_id
+        label_id = self.positive_id if positive == 1 else self.negative_id
         targets = _shifted(ids, label_id)   # the last prompt position predicts the label
         weights = np.zeros(len(ids), np.float32)
         weights[-1] = 1.0
         return Encoded(np.asarray(ids, np.int32), targets, weights, label_position=len(ids) - 1,
-                       label=int(positive), positive_id=self.positive_id, negative_id=self.negative_id,
+                       label=positive, positive_id=self.positive_id, negative_id=self.negative_id,
                        task_id=self.task_id, kind=CLASSIFICATION, truncated=truncated)
 
 
@@ -99,7 +107,9 @@ class InstructionEncoder:
     def _ids_and_mask(self, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
         hf = self.tok.hf
         if self.has_generation_markers:
-            out = hf.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            with _TEMPLATE_LOCK:
+                out = hf.apply_chat_template(msgs, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
             return list(out["input_ids"]), list(out["assistant_masks"])
         # Templates without {% generation %} (most released ones): the assistant span
         # of turn i is what rendering messages[:i+1] adds to rendering messages[:i]
@@ -128,8 +138,11 @@ class InstructionEncoder:
             ids, mask = ids[:self.max_length], mask[:self.max_length]
         weights = np.asarray(mask[1:] + [0], np.float32)   # weight of targets[t] = mask of tokens[t+1]
         if weights.sum() == 0:
-            raise TaskError(f"task {self.task.name}: row {where} has no assistant token within max_length="
-                            f"{self.max_length} (chat is {len(mask)} tokens); raise max_length or filter the row")
+            if truncated:
+                raise TaskError(f"task {self.task.name}: row {where} has no assistant token within max_length="
+                                f"{self.max_length}; raise max_length or filter the row")
+            raise TaskError(f"task {self.task.name}: row {where}: the chat template marks no assistant token "
+                            f"(is an assistant turn empty?)")
         return Encoded(np.asarray(ids, np.int32), _shifted(ids, self.tok.pad_id), weights,
                        task_id=self.task_id, kind=INSTRUCTION, truncated=truncated)
 

@@ -134,3 +134,18 @@ def train_batches(classification: Sequence[tuple[Any, ClassificationEncoder, flo
     mixture = ScheduledMixture(cls_streams, [w for _, _, w in classification], instr, schedule, batch_size,
                                num_steps, seed=seed, process_index=process_index, process_count=process_count)
     return mixture.batch(mixture.local_batch, batch_fn=stack)
+
+
+def open_rows(spec: Mapping[str, Any]):
+    """A source from its config: {"kind": "demo", "domain", "split", "n"} or a `sources.open_source` spec."""
+    spec = dict(spec)
+    if spec.get("kind") == "demo":
+        from monitor_jax.data import demo
+
+        domain, split, n = spec["domain"], spec["split"], spec.get("n")
+        rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == "demo_instruct"
+                else demo.demo_rows(domain, split, seed=spec.get("seed", 0), n=n))
+        return ListSource(rows, f"demo:{domain}/{split}")
+    from monitor_jax.data.sources import open_source
+
+    return open_source(spec)

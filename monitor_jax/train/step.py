@@ -91,7 +91,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                        cls_accuracy=aux["correct"] / jnp.maximum(n_cls, 1),
                        sft_loss=aux["sft_sum"] / jnp.maximum(n_sft, 1), sft_tokens=n_sft,
                        w_cls=jnp.asarray(wc, jnp.float32), w_sft=jnp.asarray(ws, jnp.float32),
-                       grad_norm=optax.tree.norm(grads))
+                       grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

@@ -1,0 +1,70 @@
+"""Reports: a per-task table (JSON and Markdown), one ROC plot with every task, per-row scores (JSONL)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEADLINE = ("auroc", "average_precision", "accuracy", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "brier", "ece")
+
+
+def _prompt(task) -> str:
+    return " / ".join(f"{role}: {text}" for role, text in task.messages)
+
+
+def write_report(result: dict[str, Any], tasks: dict[str, Any], out_dir: str | Path, title: str = "") -> Path:
+    """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir`; returns it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = []
+    for t in result["tasks"]:
+        task = tasks[t["task"]]
+        table.append(dict(task=t["task"], domain=t["domain"], heldout=t["heldout"], prompt=_prompt(task),
+                          positive=task.positive, negative=task.negative, n=t["n"], truncated=t["truncated"],
+                          loss=t["loss"], metrics=t["metrics"]))
+    (out / "report.json").write_text(json.dumps(dict(title=title, step=result["step"], tasks=table,
+                                                     summary=result["flat"]), indent=2, default=float))
+    lines = [f"# {title or 'Evaluation'} (step {result['step']})", "",
+             "| task | domain | held out | n | " + " | ".join(HEADLINE) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
+    for row in table:
+        cells = []
+        for k in HEADLINE:
+            m = row["metrics"][k]
+            cells.append(f"{m['value']:.3f}" + (f" [{m['low']:.3f}, {m['high']:.3f}]" if np.isfinite(m["low"]) else ""))
+        lines.append(f"| {row['task']} | {row['domain']} | {'yes' if row['heldout'] else 'no'} | {row['n']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Prompts:", ""] + [f"- `{row['task']}`: {row['prompt']!r} → {row['positive']!r} / "
+                                      f"{row['negative']!r}" for row in table]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with open(out / "scores.jsonl", "w") as f:
+        for t in result["tasks"]:
+            for i, rid in enumerate(t["ids"]):
+                f.write(json.dumps(dict(id=rid, task=t["task"], label=int(t["labels"][i]),
+                                        score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]))) + "\n")
+    plot_roc(result, out / "roc.png", title)
+    return out
+
+
+def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for t in result["tasks"]:
+        fpr, tpr, _ = roc_curve(t["labels"], t["log_odds"])
+        style = "-" if t["heldout"] else "--"
+        ax.plot(fpr, tpr, style, label=f"{t['task']} (AUROC {t['metrics']['auroc']['value']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"{title or 'ROC'} — step {result['step']} (solid: held out)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,273 @@
+"""The training loop: data, model, jitted step, evaluation, orbax checkpoints, logging.
+
+A run is a work directory. Starting a run whose work directory holds
+checkpoints resumes from the latest: parameters, optimiser state, step and the
+data iterator's position, so the resumed run sees exactly the batches the
+uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
+from tqdm import tqdm
+
+from monitor_jax.config import validate
+from monitor_jax.data import tasks as task_registry
+from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
+from monitor_jax.data.mixing import make_schedule, optax_schedule
+from monitor_jax.data.pipeline import open_rows, train_batches
+from monitor_jax.eval.evaluator import Evaluator
+from monitor_jax.model import ModelConfig, create_model, load_hf
+from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
+from monitor_jax.parallel import make_mesh
+from monitor_jax.parallel.multihost import global_batch
+from monitor_jax.train.optimizer import adamw
+from monitor_jax.train.step import LossConfig, TrainState, init_state, jit_train_step, make_train_step
+
+log = logging.getLogger("monitor_jax.train")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the run stopped and kept its last good checkpoint."""
+
+
+# ------------------------------------------------------------------ building blocks
+def build_tokenizer(c: ml_collections.ConfigDict) -> tuple[Tokenizer, str]:
+    """(tokenizer, its directory)."""
+    if c.model.tokenizer == "demo":
+        from monitor_jax.data import demo
+
+        path = Path(c.workdir) / "tokenizer"
+        if not (path / "tokenizer.json").exists():
+            if jax.process_index() == 0:
+                demo.build_demo_tokenizer(path)
+            _sync("demo tokenizer")
+        return load_tokenizer(path), str(path)
+    path = c.model.tokenizer or c.model.hf_path
+    return load_tokenizer(path), str(path)
+
+
+def build_model(c: ml_collections.ConfigDict, mesh, tokenizer: Tokenizer):
+    overrides = dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat)
+    if c.model.hf_path:
+        model, cfg = load_hf(c.model.hf_path, mesh=mesh, **overrides)
+        if cfg.vocab_size < tokenizer.vocab_size:
+            raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer size {tokenizer.vocab_size} "
+                             f"({c.model.hf_path})")
+        return model
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **dict(c.model.config), **overrides)
+    return create_model(cfg, mesh=mesh, seed=c.seed)
+
+
+def build_train_data(c: ml_collections.ConfigDict, tokenizer: Tokenizer) -> grain.MapDataset:
+    length = c.data.max_length
+    cls = []
+    for k, item in enumerate(c.data.classification):
+        task = task_registry.get(item["task"])
+        cls.append((open_rows(item["source"]), ClassificationEncoder(task, tokenizer, length, task_id=k),
+                    float(item.get("weight", 1.0))))
+    instr = None
+    if c.data.instruction:
+        item = dict(c.data.instruction)
+        task = task_registry.get(item["task"])
+        instr = (open_rows(item["source"]), InstructionEncoder(task, tokenizer, length, task_id=len(cls)),
+                 bool(item.get("pack", False)))
+    return train_batches(cls, instr, make_schedule(**dict(c.data.mixing)), batch_size=c.train.batch_size,
+                         num_steps=c.train.steps, length=length, pad_id=tokenizer.pad_id,
+                         seed=c.data.seed, process_index=jax.process_index(),
+                         process_count=jax.process_count())
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def checkpoint_manager(c: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+    policies = [LatestN(c.train.keep)]
+    if c.train.best_metric:
+        metric = c.train.best_metric
+        policies.append(BestN(get_metric_fn=lambda m: m[metric], reverse=c.train.best_mode == "min", n=1))
+    options = ocp.CheckpointManagerOptions(preservation_policy=AnyPreservationPolicy(policies),
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(Path(c.workdir).resolve() / "checkpoints", options=options)
+
+
+class MetricsWriter:
+    """JSONL and TensorBoard in the work directory, on process 0."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        if self.active:
+            from tensorboardX import SummaryWriter
+
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            self.jsonl = open(Path(workdir) / "metrics.jsonl", "a")
+            self.tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.active:
+            self.jsonl.close()
+            self.tb.close()
+
+
+# ------------------------------------------------------------------ the run
+@dataclasses.dataclass
+class RunResult:
+    step: int
+    status: str                         # finished | preempted | paused
+    metrics: dict[str, Any]
+    eval_before: dict[str, Any] | None
+    eval_after: dict[str, Any] | None
+    state: TrainState | None = None
+    compilations: int = 0
+
+
+def train(c: ml_collections.ConfigDict) -> RunResult:
+    """Train (or resume) the run `c` describes."""
+    validate(c, jax.device_count())
+    mesh = make_mesh(**dict(c.mesh))
+    tokenizer, tokenizer_dir = build_tokenizer(c)
+    model = build_model(c, mesh, tokenizer)
+    rules = model.cfg.sharding_rules
+    optimizer = adamw(c.optim, c.train.steps)
+    state = init_state(model, optimizer, mesh)
+    graphdef = nnx.graphdef(model)
+    data = build_train_data(c, tokenizer)
+    data_iter = data.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)).__iter__()
+    evaluator = Evaluator.from_config(c, tokenizer, graphdef, mesh) if c.eval.tasks else None
+
+    mngr = checkpoint_manager(c)
+    start = 0
+    if mngr.latest_step() is not None:
+        start = mngr.latest_step()
+        restored = mngr.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        state = restored["state"]
+        log.info("resumed from %s at step %d", mngr.directory, start)
+    elif jax.process_index() == 0:
+        Path(c.workdir).mkdir(parents=True, exist_ok=True)
+        (Path(c.workdir) / "config.json").write_text(c.to_json_best_effort(indent=2))
+
+    loss_cfg = LossConfig(normalization=c.loss.normalization, two_token=c.loss.two_token,
+                          chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum)
+    step_fn = make_train_step(graphdef, optimizer, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
+                              optax_schedule(**dict(c.loss.sft_weight)))
+    writer = MetricsWriter(c.workdir)
+    preempted = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+
+    def save(step: int, eval_metrics: dict | None, force: bool = False) -> None:
+        metrics = {k: v for k, v in (eval_metrics or {}).items() if isinstance(v, float)}
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+            config=ocp.args.JsonSave(json.loads(c.to_json_best_effort()))),
+            metrics=metrics or None, force=force)
+
+    eval_before = evaluator.run(state.params, step=start) if evaluator and start == 0 else None
+    if eval_before:
+        writer.write(start, eval_before["flat"])
+    end = c.train.steps if not c.train.run_steps else min(c.train.steps, start + c.train.run_steps)
+    jitted = None
+    pending = None                      # (step, metrics on device, host stats) checked one step late
+    last_metrics: dict[str, Any] = {}
+    status = "finished"
+    bar = tqdm(total=c.train.steps, initial=start, disable=jax.process_index() != 0, desc="train")
+    t_last, tokens_since = time.perf_counter(), 0
+
+    def check(pending) -> dict[str, Any]:
+        step, metrics, host = pending
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        # A finite loss with non-finite gradients or parameters would still poison the state.
+        if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
+            mngr.wait_until_finished()
+            raise NonFiniteLoss(f"non-finite training at step {step}: loss={metrics['loss']} (cls_loss="
+                                f"{metrics['cls_loss']}, sft_loss={metrics['sft_loss']}), grad_norm="
+                                f"{metrics['grad_norm']}, param_norm={metrics['param_norm']}. Stopped without "
+                                f"saving; the last good checkpoint is step {mngr.latest_step()} in {mngr.directory}")
+        return {**metrics, **host}
+
+    try:
+        with jax.set_mesh(mesh):
+            for step in range(start, end):
+                host_batch = next(data_iter)
+                batch = global_batch(host_batch, mesh, rules)
+                if jitted is None:
+                    jitted = jit_train_step(step_fn, state, mesh, host_batch, rules)
+                state, metrics = jitted(state, batch)
+                host = dict(tokens=int((host_batch["segment_ids"] > 0).sum()) * jax.process_count(),
+                            truncated=int(host_batch["truncated"].sum()),
+                            data_hash=int(np.frombuffer(host_batch["tokens"].tobytes(), np.uint32).sum() % 2**31))
+                if pending is not None:   # the previous step's metrics, while this one runs
+                    last_metrics = check(pending)
+                pending = (step, metrics, host)
+                tokens_since += host["tokens"]
+                done = step + 1
+                bar.update(1)
+                eval_now = evaluator and c.eval.every and done % c.eval.every == 0
+                save_now = done % c.train.checkpoint_every == 0 or done == end or preempted
+                if done % c.train.log_every == 0 or eval_now or save_now:
+                    last_metrics = check(pending)
+                    pending = None
+                    now = time.perf_counter()
+                    last_metrics["tokens_per_s"] = tokens_since / (now - t_last)
+                    t_last, tokens_since = now, 0
+                    writer.write(done, {f"train/{k}": v for k, v in last_metrics.items()})
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", tok_s=f"{last_metrics['tokens_per_s']:.0f}")
+                eval_metrics = None
+                if eval_now:
+                    eval_metrics = evaluator.run(state.params, step=done)["flat"]
+                    writer.write(done, eval_metrics)
+                if save_now:
+                    if c.train.best_metric and eval_metrics is None and evaluator:
+                        eval_metrics = evaluator.run(state.params, step=done)["flat"]
+                        writer.write(done, eval_metrics)
+                    save(done, eval_metrics, force=True)
+                if preempted:
+                    status = "preempted"
+                    log.warning("SIGTERM: saved step %d and stopped", done)
+                    break
+            if pending is not None:
+                last_metrics = check(pending)
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        signal.signal(signal.SIGTERM, previous)
+        writer.close()
+    final_step = int(jax.device_get(state.step))
+    if status == "finished" and final_step < c.train.steps:
+        status = "paused"
+    eval_after = None
+    if status == "finished":
+        eval_after = evaluator.run(state.params, step=final_step) if evaluator else None
+        if c.train.export_hf:
+            from monitor_jax.model import save_hf
+
+            save_hf(nnx.merge(graphdef, state.params), c.train.export_hf, tokenizer=tokenizer_dir)
+    return RunResult(final_step, status, last_metrics, eval_before, eval_after, state,
+                     jitted._cache_size() if jitted is not None else 0)

@@ -1,0 +1,153 @@
+"""The training loop end to end: resume equality, NaN stop, SIGTERM, config errors, the demo."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from monitor_jax.config import ConfigError, validate
+from monitor_jax.train.trainer import NonFiniteLoss, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer(tmp_path_factory):
+    from monitor_jax.data.demo import build_demo_tokenizer
+
+    path = tmp_path_factory.mktemp("demo_tok")
+    build_demo_tokenizer(path)
+    return str(path)
+
+
+def tiny_config(workdir, tokenizer, steps=8, **train):
+    sys.path.insert(0, str(REPO))
+    from configs.demo import get_config
+
+    c = get_config()
+    c.workdir = str(workdir)
+    c.model.tokenizer = tokenizer
+    c.model.config = dict(family="llama", embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                          mlp_dim=64, tie_embeddings=False)
+    c.mesh = dict(data=2, fsdp=2, tensor=2)
+    c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1
+    c.train.checkpoint_every, c.train.best_metric = 2, ""
+    c.eval.tasks, c.eval.every = [], 0
+    for k, v in train.items():
+        c.train[k] = v
+    return c
+
+
+def _hashes(workdir):
+    rows = [json.loads(line) for line in open(Path(workdir) / "metrics.jsonl")]
+    return {r["step"]: r["train/data_hash"] for r in rows if "train/data_hash" in r}
+
+
+def test_resume_gives_identical_parameters_and_data_order(tmp_path, demo_tokenizer):
+    straight = train(tiny_config(tmp_path / "straight", demo_tokenizer))
+    assert straight.status == "finished" and straight.step == 8 and straight.compilations == 1
+
+    first = train(tiny_config(tmp_path / "resumed", demo_tokenizer, run_steps=4))
+    assert first.status == "paused" and first.step == 4
+    second = train(tiny_config(tmp_path / "resumed", demo_tokenizer))   # same work directory: resumes
+    assert second.status == "finished" and second.step == 8
+
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 jax.device_get(straight.state.params), jax.device_get(second.state.params))
+    assert _hashes(tmp_path / "straight") == _hashes(tmp_path / "resumed")
+    assert len(_hashes(tmp_path / "straight")) == 8
+    # Only the last `keep` checkpoints remain.
+    assert sorted(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir() if p.name.isdigit()) == [6, 8]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, demo_tokenizer):
+    c = tiny_config(tmp_path / "nan", demo_tokenizer, checkpoint_every=1)
+    c.loss.cls_weight = {"kind": "staged", "boundaries": [3], "values": [1.0, math.nan]}
+    with pytest.raises(NonFiniteLoss, match=r"non-finite training at step 3: loss=nan.*last good checkpoint is "
+                                            r"step 3"):
+        train(c)
+    import orbax.checkpoint as ocp
+    steps = ocp.CheckpointManager(tmp_path / "nan" / "checkpoints").all_steps()
+    assert max(steps) == 3
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_tokenizer):
+    workdir = tmp_path / "preempt"
+    cmd = [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
+           f"--config.workdir={workdir}", f"--config.model.tokenizer={demo_tokenizer}", "--config.train.steps=400",
+           "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=1000",
+           "--config.eval.every=0", "--config.train.best_metric=", "--config.model.config.num_layers=1",
+           "--config.model.config.embed_dim=32", "--config.model.config.head_dim=8", "--config.model.config.mlp_dim=32"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env.pop("JAX_PLATFORMS", None)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "preempted at step" in out
+    step = int(out.split("preempted at step ")[1].split(";")[0])
+    assert 3 <= step < 400 and (workdir / "checkpoints" / str(step)).is_dir()
+
+
+def test_config_errors_name_the_key(tmp_path, demo_tokenizer):
+    c = tiny_config(tmp_path / "bad", demo_tokenizer)
+    c.train.batch_size = 6
+    with pytest.raises(ConfigError, match=r"train.batch_size=6 .* not divisible by the data-parallel size "
+                                          r"data\*fsdp=4"):
+        validate(c, 8)
+    c = tiny_config(tmp_path / "bad", demo_tokenizer)
+    c.train.best_metric = "eval/mean_heldout_auroc"
+    with pytest.raises(ConfigError, match="train.best_metric.*needs eval.tasks and eval.every"):
+        validate(c, 8)
+    with pytest.raises(AttributeError, match="stepz"):
+        c.train.stepz = 3  # the config is locked: a misspelt key is an error
+    c = tiny_config(tmp_path / "bad", demo_tokenizer)
+    c.data.classification = [{"task": "no_such_task", "source": {"kind": "demo", "domain": "chem_harm",
+                                                                   "split": "train"}}]
+    with pytest.raises(ValueError, match="unknown task 'no_such_task'; registered: "):
+        train(c)
+
+
+def test_unknown_command_line_key_is_an_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
+                          "--config.train.stepz=5"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and "stepz" in out.stderr
+
+
+def test_label_that_is_not_one_token_is_a_config_error(tmp_path, demo_tokenizer):
+    from monitor_jax.data import tasks
+
+    base = tasks.get("chem_harm")
+    tasks.register(tasks.with_prompt(base, "chem_harm_wordy", base.messages, positive=" Absolutely harmful"),
+                   overwrite=True)
+    c = tiny_config(tmp_path / "label", demo_tokenizer)
+    c.data.classification = [{"task": "chem_harm_wordy", "source": {"kind": "demo", "domain": "chem_harm",
+                                                                      "split": "train"}}]
+    with pytest.raises(ValueError, match="task chem_harm_wordy: label ' Absolutely harmful' is not one token"):
+        train(c)
+
+
+@pytest.mark.slow
+def test_demo_config_runs_end_to_end(tmp_path):
+    """The README's demo at a reduced step count: trains, evaluates before/after, prints the table."""
+    out = subprocess.run([sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
+                          f"--config.workdir={tmp_path / 'demo'}", "--config.train.steps=20",
+                          "--config.eval.every=10", "--config.train.checkpoint_every=10"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "finished at step 20" in out.stdout
+    for task in ("chem_harm", "cyber_harm_inverted", "agent_danger", "covert_reasoning", "sentiment"):
+        assert f"| {task} |" in out.stdout
+    assert (tmp_path / "demo" / "checkpoints" / "20").is_dir()
+    assert any((tmp_path / "demo" / "tensorboard").iterdir())
