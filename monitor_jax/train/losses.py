@@ -4,7 +4,7 @@ Classification rows: the hidden state at each row's label position is
 unembedded alone ([B, V] logits), cross-entropy against the label token.
 Instruction rows: token cross-entropy over weighted targets, unembedding the
 sequence in chunks of length under `jax.checkpoint`, so peak memory holds
-[B, chunk, V] logits, never [B, T, V]. Both return (sum, count) so micro-batches
+[B, chunk, V] logits, never [B, T, V]; chunks without targets are skipped. Both return (sum, count) so micro-batches
 and normalisations combine exactly.
 """
 from __future__ import annotations
@@ -45,25 +45,40 @@ def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, 
 
 
 def instruction_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, chunk: int = 256):
-    """(summed weighted CE, summed weight) over instruction rows, `chunk` positions at a time."""
+    """(summed weighted CE, summed weight) over instruction rows, `chunk` positions of every row at a time.
+
+    Each row's weighted positions are moved to its front first (a per-row
+    gather, so the batch stays sharded), and chunks with no weighted position
+    in any row are skipped at run time (`lax.cond`): a classification-only
+    batch unembeds nothing here, and prompts (user turns) cost no logits.
+    """
     b, t, d = hidden_BxTxD.shape
     chunk = min(chunk, t)
     if t % chunk:
         raise ValueError(f"sequence length {t} is not a multiple of loss.chunk_size={chunk}")
     weights_BxT = batch["weights"] * (batch["kind"] == INSTRUCTION)[:, None]
+    order_BxT = jnp.argsort(weights_BxT == 0, axis=1, stable=True)       # weighted positions first
+    hidden_BxTxD = jnp.take_along_axis(hidden_BxTxD, order_BxT[..., None], axis=1)
+    targets_BxT = jnp.take_along_axis(batch["targets"], order_BxT, axis=1)
+    weights_BxT = jnp.take_along_axis(weights_BxT, order_BxT, axis=1)
     n = t // chunk
     hidden_NxBxCxD = hidden_BxTxD.reshape(b, n, chunk, d).swapaxes(0, 1)
-    targets_NxBxC = batch["targets"].reshape(b, n, chunk).swapaxes(0, 1)
+    targets_NxBxC = targets_BxT.reshape(b, n, chunk).swapaxes(0, 1)
     weights_NxBxC = weights_BxT.reshape(b, n, chunk).swapaxes(0, 1)
 
-    @jax.checkpoint  # recompute each chunk's logits in the backward pass instead of storing them
     def chunk_loss(hidden_BxCxD, targets_BxC, weights_BxC):
         logits_BxCxV = unembed(hidden_BxCxD)
         target_logit = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
         return jnp.sum((jax.nn.logsumexp(logits_BxCxV, axis=-1) - target_logit) * weights_BxC)
 
+    # Checkpoint outside the cond: the backward pass recomputes a chunk's logits
+    # instead of keeping anything [B, C, V]-sized per chunk.
+    @jax.checkpoint
+    def maybe_chunk_loss(xs):
+        return jax.lax.cond(jnp.any(xs[2] > 0), chunk_loss, lambda *_: jnp.zeros((), jnp.float32), *xs)
+
     def body(total, xs):
-        return total + chunk_loss(*xs), None
+        return total + maybe_chunk_loss(xs), None
 
     total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (hidden_NxBxCxD, targets_NxBxC, weights_NxBxC))
     return total, jnp.sum(weights_BxT)

@@ -37,6 +37,7 @@ class LossConfig:
     two_token: bool = False          # classification softmax over the two label tokens only
     chunk_size: int = 256            # instruction loss: positions unembedded at once
     grad_accum: int = 1              # micro-batches per step
+    instruction: bool = True         # False: no instruction data in this run, the loss is not even traced
 
 
 def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
@@ -65,7 +66,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         hidden_BxTxD = model.hidden_states(micro["tokens"], segment_ids=micro["segment_ids"],
                                            positions=micro["positions"])
         cls_sum, cls_rows, correct = classification_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
-        sft_sum, sft_tokens = instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)
+        sft_sum = (instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)[0]
+                   if loss_cfg.instruction else jnp.zeros((), jnp.float32))
         # Normalised by the whole batch's counts, so micro-batch losses sum to the batch loss.
         loss = combine(cls_sum, n_cls, sft_sum, n_sft, wc, ws, loss_cfg.normalization)
         return loss, dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=correct)

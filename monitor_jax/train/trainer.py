@@ -174,7 +174,8 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
         (Path(c.workdir) / "config.json").write_text(c.to_json_best_effort(indent=2))
 
     loss_cfg = LossConfig(normalization=c.loss.normalization, two_token=c.loss.two_token,
-                          chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum)
+                          chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum,
+                          instruction=bool(c.data.instruction))
     step_fn = make_train_step(graphdef, optimizer, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
                               optax_schedule(**dict(c.loss.sft_weight)))
     writer = MetricsWriter(c.workdir)
