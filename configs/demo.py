@@ -31,7 +31,9 @@ def get_config():
         {"task": "chem_harm", "source": _demo("chem_harm", "test", 300), "heldout": False},
         {"task": "cyber_harm", "source": _demo("cyber_harm", "test", 300), "heldout": False},
         {"task": "cyber_harm_inverted", "source": _demo("cyber_harm", "test", 300), "heldout": False},
-        {"task": "agent_danger", "source": _demo("agent_danger", "test", 300), "heldout": True},
+        # The accuracy threshold of a held-out domain is chosen on a few of its training rows.
+        {"task": "agent_danger", "source": _demo("agent_danger", "test", 300), "heldout": True,
+         "calibration": _demo("agent_danger", "train", 100)},
         {"task": "covert_reasoning", "source": _demo("covert_reasoning", "test", 300), "heldout": True},
         {"task": "sentiment", "source": _demo("sentiment", "test", 300), "heldout": True},
     ]

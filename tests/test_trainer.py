@@ -51,8 +51,9 @@ def _hashes(workdir):
 
 
 def test_resume_gives_identical_parameters_and_data_order(tmp_path, demo_tokenizer):
-    straight = train(tiny_config(tmp_path / "straight", demo_tokenizer))
+    straight = train(tiny_config(tmp_path / "straight", demo_tokenizer, export_hf=str(tmp_path / "hf")))
     assert straight.status == "finished" and straight.step == 8 and straight.compilations == 1
+    assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "tokenizer.json").exists()
 
     first = train(tiny_config(tmp_path / "resumed", demo_tokenizer, run_steps=4))
     assert first.status == "paused" and first.step == 4
@@ -65,6 +66,35 @@ def test_resume_gives_identical_parameters_and_data_order(tmp_path, demo_tokeniz
     assert len(_hashes(tmp_path / "straight")) == 8
     # Only the last `keep` checkpoints remain.
     assert sorted(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir() if p.name.isdigit()) == [6, 8]
+
+
+@pytest.mark.slow
+def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_tokenizer):
+    """SIGKILL at an arbitrary moment: the rerun resumes from the last complete checkpoint."""
+    def cmd(workdir):
+        return [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
+                f"--config.workdir={workdir}", f"--config.model.tokenizer={demo_tokenizer}", "--config.train.steps=12",
+                "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=3",
+                "--config.eval.every=0", "--config.train.best_metric=", "--config.model.config.num_layers=1",
+                "--config.model.config.embed_dim=32", "--config.model.config.head_dim=8",
+                "--config.model.config.mlp_dim=32"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env.pop("JAX_PLATFORMS", None)
+    subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "6").is_dir():
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "killed" / "checkpoints" / "12").exists()   # it really died mid-run
+    subprocess.run(cmd(tmp_path / "killed"), cwd=REPO, env=env, check=True, capture_output=True)
+    import orbax.checkpoint as ocp
+    final = [ocp.PyTreeCheckpointer().restore(tmp_path / run / "checkpoints" / "12" / "state")
+             for run in ("straight", "killed")]
+    jax.tree.map(np.testing.assert_array_equal, final[0]["params"], final[1]["params"])
+    assert _hashes(tmp_path / "straight") == _hashes(tmp_path / "killed")
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, demo_tokenizer):

@@ -24,6 +24,7 @@ class EvalSet:
     heldout: bool
     rows: list[dict]
     examples: list[Encoded]
+    calibration: list[Encoded] | None = None   # rows the accuracy threshold is chosen on
 
     @property
     def labels(self) -> np.ndarray:
@@ -32,6 +33,10 @@ class EvalSet:
     @property
     def truncated(self) -> int:
         return sum(ex.truncated for ex in self.examples)
+
+
+def _where(source, i: int) -> str:
+    return source.describe(i) if hasattr(source, "describe") else f"row {i}"
 
 
 class Evaluator:
@@ -48,9 +53,12 @@ class Evaluator:
             n = len(source) if not c.eval.max_rows else min(len(source), c.eval.max_rows)
             enc = ClassificationEncoder(task, tokenizer, scorer.max_length)
             rows = [source[i] for i in range(n)]
-            examples = [enc(row, source.describe(i) if hasattr(source, "describe") else f"row {i}")
-                        for i, row in enumerate(rows)]
-            sets.append(EvalSet(task, bool(item.get("heldout", False)), rows, examples))
+            examples = [enc(row, _where(source, i)) for i, row in enumerate(rows)]
+            calibration = None
+            if item.get("calibration"):
+                cal = open_rows(item["calibration"])
+                calibration = [enc(cal[i], _where(cal, i)) for i in range(len(cal))]
+            sets.append(EvalSet(task, bool(item.get("heldout", False)), rows, examples, calibration))
         return cls(sets, scorer, c.eval.bootstrap if bootstrap is None else bootstrap)
 
     def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
@@ -64,8 +72,13 @@ class Evaluator:
             labels = s.labels
             eps = 1e-7
             loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
+            calibration = None
+            if s.calibration:
+                cal = self.scorer.score_all(params, s.calibration)
+                calibration = (np.array([ex.label for ex in s.calibration]), np.array([x.log_odds for x in cal]))
             try:
-                metrics = monitor_metrics(labels, log_odds, probs, samples=samples, seed=step)
+                metrics = monitor_metrics(labels, log_odds, probs, calibration=calibration, samples=samples,
+                                          seed=step)
             except MetricError as e:
                 raise MetricError(f"eval task {s.task.name}: {e}") from None
             out.append(dict(task=s.task.name, domain=s.task.domain, heldout=s.heldout, n=len(labels),

@@ -179,6 +179,10 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
     step_fn = make_train_step(graphdef, optimizer, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
                               optax_schedule(**dict(c.loss.sft_weight)))
     writer = MetricsWriter(c.workdir)
+    # Rows truncated per task since this process started (its slice of the batches it consumed).
+    task_names = [item["task"] for item in c.data.classification] + (
+        [dict(c.data.instruction)["task"]] if c.data.instruction else [])
+    truncated = {name: 0 for name in task_names}
     preempted = []
     previous = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
 
@@ -220,8 +224,10 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
                 if jitted is None:
                     jitted = jit_train_step(step_fn, state, mesh, host_batch, rules)
                 state, metrics = jitted(state, batch)
+                for t, n in zip(host_batch["task_id"], host_batch["truncated"]):
+                    truncated[task_names[int(t)]] += int(n)
                 host = dict(tokens=int((host_batch["segment_ids"] > 0).sum()) * jax.process_count(),
-                            truncated=int(host_batch["truncated"].sum()),
+                            **{f"truncated/{k}": v for k, v in truncated.items()},
                             data_hash=int(np.frombuffer(host_batch["tokens"].tobytes(), np.uint32).sum() % 2**31))
                 if pending is not None:   # the previous step's metrics, while this one runs
                     last_metrics = check(pending)
