@@ -140,3 +140,11 @@ def test_packed_instruction_stream(small_tokenizer):
     # Every example appears once per epoch, and packing beats one example per row.
     assert len(seen) == 2 * 29 and j < 2 * 29
     assert classification_rows(make_schedule("constant", value=0.5), np.arange(3), 5).tolist() == [3, 3, 3]
+
+
+def test_where_filter_counts_what_it_drops():
+    from monitor_jax.data.pipeline import open_rows
+
+    src = open_rows({"kind": "demo", "domain": "chem_harm", "split": "test", "n": 40, "where": {"label": 1}})
+    assert len(src) == 20 and all(src[i]["label"] == 1 for i in range(len(src)))
+    assert src.report()["kept"] == 20 and src.report()["dropped"] == 20

@@ -137,15 +137,28 @@ def train_batches(classification: Sequence[tuple[Any, ClassificationEncoder, flo
 
 
 def open_rows(spec: Mapping[str, Any]):
-    """A source from its config: {"kind": "demo", "domain", "split", "n"} or a `sources.open_source` spec."""
+    """A source from its config: {"kind": "demo", "domain", "split", "n"} or a `sources.open_source` spec.
+
+    An optional `"where": {field: value or [values]}` keeps only matching rows,
+    through `FilteredSource`, which counts and logs what it drops.
+    """
     spec = dict(spec)
+    where = spec.pop("where", None)
     if spec.get("kind") == "demo":
         from monitor_jax.data import demo
 
         domain, split, n = spec["domain"], spec["split"], spec.get("n")
         rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == "demo_instruct"
                 else demo.demo_rows(domain, split, seed=spec.get("seed", 0), n=n))
-        return ListSource(rows, f"demo:{domain}/{split}")
-    from monitor_jax.data.sources import open_source
+        source = ListSource(rows, f"demo:{domain}/{split}")
+    else:
+        from monitor_jax.data.sources import open_source
 
-    return open_source(spec)
+        source = open_source(spec)
+    if where:
+        from monitor_jax.data.sources import FilteredSource
+
+        allowed = {k: set(v) if isinstance(v, (list, tuple)) else {v} for k, v in dict(where).items()}
+        source = FilteredSource(source, lambda row: all(row.get(k) in vs for k, vs in allowed.items()),
+                                name=f"{getattr(source, 'name', spec.get('kind'))} where {dict(where)}")
+    return source
