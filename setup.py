@@ -5,7 +5,6 @@ setup(
     version="0.1.0",
     description="Train and evaluate LLM monitors (prompted classifiers) in JAX.",
     packages=find_packages(include=["monitor_jax", "monitor_jax.*"]),
-    package_data={"monitor_jax": ["data/demo_assets/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10",
