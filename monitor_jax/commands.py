@@ -46,8 +46,6 @@ def load_params(config, checkpoint: str = ""):
 
     from monitor_jax.model import load_hf
     from monitor_jax.parallel import make_mesh
-    from monitor_jax.train.optimizer import adamw
-    from monitor_jax.train.step import init_state
     from monitor_jax.train.trainer import build_model, build_tokenizer
 
     mesh = make_mesh(**dict(config.mesh))
@@ -67,10 +65,11 @@ def load_params(config, checkpoint: str = ""):
         return graphdef, params, mesh, tokenizer, tokenizer_dir, "base model (untrained)"
     mngr = ocp.CheckpointManager(directory)
     step = mngr.latest_step() if step is None else step
-    state = init_state(model, adamw(config.optim, config.train.steps), mesh)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state))))
-    return graphdef, restored["state"].params, mesh, tokenizer, tokenizer_dir, f"{directory}/{step}"
+    # Parameters only (partial restore): the optimiser state is never allocated for eval or export.
+    abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, params)}
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
+    return graphdef, restored["state"]["params"], mesh, tokenizer, tokenizer_dir, f"{directory}/{step}"
 
 
 def eval(config, flags=None):  # noqa: A001  (the command's name)

@@ -181,3 +181,21 @@ def test_demo_config_runs_end_to_end(tmp_path):
         assert f"| {task} |" in out.stdout
     assert (tmp_path / "demo" / "checkpoints" / "20").is_dir()
     assert any((tmp_path / "demo" / "tensorboard").iterdir())
+
+
+def test_training_starts_from_a_hugging_face_checkpoint(tmp_path, demo_tokenizer):
+    """model.hf_path: the run starts from the checkpoint's weights and exports back to transformers."""
+    from monitor_jax.model import load_hf
+    from tests.hf_models import save_tiny
+
+    hf = save_tiny("qwen3", tmp_path / "base", vocab_size=2048)
+    c = tiny_config(tmp_path / "from_hf", demo_tokenizer, steps=2, export_hf=str(tmp_path / "out"))
+    c.model.hf_path, c.model.config = str(hf), {}
+    c.optim.lr = 0.0   # no update: the exported weights must be the imported ones
+    result = train(c)
+    assert result.status == "finished"
+    base, _ = load_hf(hf)
+    out, _ = load_hf(tmp_path / "out")
+    np.testing.assert_array_equal(np.asarray(out.embedding[...]), np.asarray(base.embedding[...]))
+    np.testing.assert_array_equal(np.asarray(out.layers[1].mlp.down_proj.kernel[...]),
+                                  np.asarray(base.layers[1].mlp.down_proj.kernel[...]))
