@@ -76,7 +76,6 @@ def eval(config, flags=None):  # noqa: A001  (the command's name)
     """Score every configured eval task; write report.json/.md, roc.png and scores.jsonl."""
     from pathlib import Path
 
-    from monitor_jax.data import tasks as registry
     from monitor_jax.eval.evaluator import Evaluator
     from monitor_jax.eval.report import write_report
 
@@ -95,7 +94,12 @@ def eval(config, flags=None):  # noqa: A001  (the command's name)
 
 
 def score(config, flags):
-    """Score a JSONL file with one task's prompt; write id, task, label (if any), score, p_positive."""
+    """Score a JSONL file with one task's prompt; write id, index, task, label (if any), score, p_positive.
+
+    Streams: rows are read, encoded and scored as they come, and each batch's
+    scores are written when it completes (so in bucket completion order; `index`
+    is the row's 0-based line in the input), so the input may exceed memory.
+    """
     import json
 
     from monitor_jax.data import tasks as registry
@@ -111,18 +115,26 @@ def score(config, flags):
     scorer = Scorer(graphdef, mesh, config.eval.batch_size, tuple(config.eval.buckets), tokenizer.pad_id)
     enc = ClassificationEncoder(task, tokenizer, scorer.max_length)
     examples = (enc(source[i], source.describe(i), require_label=False) for i in range(len(source)))
-    with jax.set_mesh(mesh):
-        scored = scorer.score_all(params, examples)
-    if jax.process_index() == 0:
-        with open(flags.output, "w") as f:
-            for s in scored:
+    writer = open(flags.output, "w") if jax.process_index() == 0 else None
+    n = 0
+    try:
+        with jax.set_mesh(mesh):
+            for s in scorer.score(params, examples):
+                n += 1
+                if writer is None:
+                    continue
                 row = source[s.index]
-                out = dict(id=row.get("id", s.index), task=task.name, score=s.log_odds, p_positive=s.p_positive)
+                out = dict(id=row.get("id", s.index), index=s.index, task=task.name, score=s.log_odds,
+                           p_positive=s.p_positive)
                 if task.label_field in row:
                     out["label"] = int(task.label_of(row, source.describe(s.index)))
-                f.write(json.dumps(out) + "\n")
-        print(f"scored {len(scored)} rows of {flags.input} with {what} -> {flags.output}")
-    return scored
+                writer.write(json.dumps(out) + "\n")
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        print(f"scored {n} rows of {flags.input} with {what} -> {flags.output}")
+    return n
 
 
 def export(config, flags):

@@ -54,6 +54,10 @@ def validate(c: ml_collections.ConfigDict, num_devices: int) -> None:
     fixed = math.prod(v for v in mesh.values() if v != -1)
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in mesh.items()}
     dp = sizes["data"] * sizes["fsdp"]
+    if "://" in c.workdir:
+        # Checkpoints, metrics and the demo tokenizer are written with local-file APIs.
+        raise ConfigError(f"workdir={c.workdir!r}: URLs are not supported; mount the bucket on every host "
+                          f"(e.g. gcsfuse BUCKET ~/gcs) and give the mounted path")
     t = c.train
     if t.steps <= 0:
         raise ConfigError(f"train.steps={t.steps} must be positive")

@@ -49,8 +49,9 @@ def test_train_eval_score_export(tmp_path):
                               for i in range(5)) + "\n")
     scores = tmp_path / "scores.jsonl"
     cli("score", "--task=chem_harm", f"--input={rows}", f"--output={scores}", workdir=work)
-    lines = [json.loads(line) for line in scores.read_text().splitlines()]
-    assert [row["id"] for row in lines] == [f"r{i}" for i in range(5)]
+    # Written as batches complete (streaming); `index` is the input line, so sorting restores input order.
+    lines = sorted((json.loads(line) for line in scores.read_text().splitlines()), key=lambda r: r["index"])
+    assert [(row["index"], row["id"]) for row in lines] == [(i, f"r{i}") for i in range(5)]
     assert all(np.isfinite(row["score"]) and 0 < row["p_positive"] < 1 for row in lines)
 
     # export: a Hugging Face directory transformers loads, scoring the same as the checkpoint.
@@ -59,5 +60,5 @@ def test_train_eval_score_export(tmp_path):
     assert (hf / "config.json").exists() and (hf / "tokenizer.json").exists()
     again = tmp_path / "scores_hf.jsonl"
     cli("score", "--task=chem_harm", f"--input={rows}", f"--output={again}", f"--checkpoint={hf}", workdir=work)
-    hf_lines = [json.loads(line) for line in again.read_text().splitlines()]
+    hf_lines = sorted((json.loads(line) for line in again.read_text().splitlines()), key=lambda r: r["index"])
     np.testing.assert_allclose([r["score"] for r in hf_lines], [r["score"] for r in lines], atol=1e-4)

@@ -140,6 +140,10 @@ def test_config_errors_name_the_key(tmp_path, demo_tokenizer):
     c.train.best_metric = "eval/mean_heldout_auroc"
     with pytest.raises(ConfigError, match="train.best_metric.*needs eval.tasks and eval.every"):
         validate(c, 8)
+    c.train.best_metric = ""
+    c.workdir = "gs://bucket/runs/x"
+    with pytest.raises(ConfigError, match=r"workdir='gs://bucket/runs/x': URLs are not supported; mount"):
+        validate(c, 8)
     with pytest.raises(AttributeError, match="stepz"):
         c.train.stepz = 3  # the config is locked: a misspelt key is an error
     c = tiny_config(tmp_path / "bad", demo_tokenizer)
