@@ -51,7 +51,8 @@ def load_params(config, checkpoint: str = ""):
     mesh = make_mesh(**dict(config.mesh))
     tokenizer, tokenizer_dir = build_tokenizer(config)
     if checkpoint and (Path(checkpoint) / "config.json").exists() and not (Path(checkpoint) / "state").exists():
-        model, _ = load_hf(checkpoint, mesh=mesh, param_dtype=config.model.param_dtype, dtype=config.model.dtype)
+        model, _ = load_hf(checkpoint, mesh=mesh, param_dtype=config.model.param_dtype, dtype=config.model.dtype,
+                           attention=config.model.attention, attention_block=config.model.attention_block)
         return nnx.graphdef(model), nnx.state(model, nnx.Param), mesh, tokenizer, tokenizer_dir, checkpoint
     model = build_model(config, mesh, tokenizer)
     graphdef, params = nnx.graphdef(model), nnx.state(model, nnx.Param)

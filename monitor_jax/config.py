@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
         hf_path="",             # a Hugging Face checkpoint directory to start from, or
         config={},              # ModelConfig fields of a random-init model (vocab from the tokenizer)
         tokenizer="",           # tokenizer directory ("" = hf_path; "demo" = build the demo tokenizer)
-        param_dtype="float32", dtype="float32", remat="none")
+        param_dtype="float32", dtype="float32", remat="none",
+        attention="flash",      # flash (keys in blocks of attention_block: memory linear in length) | dense
+        attention_block=512)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.data = dict(
         max_length=512,

@@ -9,12 +9,12 @@ from monitor_jax.parallel import DEFAULT_RULES, logical_to_spec, make_mesh
 from tests.hf_models import padded_batch
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_sharded_forward_equals_single_device(hf_dir, family):
+@pytest.mark.parametrize("family,attention", [("llama", "dense"), ("gemma3", "dense"), ("gemma3", "flash")])
+def test_sharded_forward_equals_single_device(hf_dir, family, attention):
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     tokens, mask = padded_batch(seed=11)
     single, _ = load_hf(hf_dir[family])
-    sharded, _ = load_hf(hf_dir[family], mesh=mesh)
+    sharded, _ = load_hf(hf_dir[family], mesh=mesh, attention=attention, attention_block=4)
 
     # Parameters really carry the shardings the rules give.
     q = sharded.layers[0].attn.q_proj.kernel[...]

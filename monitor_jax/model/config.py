@@ -62,6 +62,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"                  # compute dtype
     remat: str = "none"                     # none | full | dots | dots_no_batch
+    # flash: keys in blocks, memory linear in length; at most one block it is the dense computation.
+    attention: str = "flash"                # flash | dense (materialises [B, N, T, S] scores)
+    attention_block: int = 512              # flash: keys per block
     sharding_rules: Rules = DEFAULT_RULES
     # The config.json this came from (JSON text), kept so export can write back
     # the fields monitor_jax does not model (token ids, generation defaults).
@@ -73,6 +76,10 @@ class ModelConfig:
             raise ValueError(f"family {self.family!r} is not supported; supported: {sorted(MODEL_TYPES)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.attention not in ("dense", "flash"):
+            raise ValueError(f"attention={self.attention!r}; choose dense or flash")
+        if self.attention_block <= 0:
+            raise ValueError(f"attention_block={self.attention_block} must be positive")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.activation not in ("silu", "gelu_tanh"):
@@ -177,8 +184,9 @@ class ModelConfig:
         return out
 
     def structure(self) -> tuple:
-        """The fields that decide the computation (not dtypes, remat, sharding)."""
-        skip = {"param_dtype", "dtype", "remat", "sharding_rules", "source_hf_config", "source_path", "max_positions"}
+        """The fields that decide the computation (not dtypes, remat, attention kernel, sharding)."""
+        skip = {"param_dtype", "dtype", "remat", "attention", "attention_block", "sharding_rules", "source_hf_config",
+                "source_path", "max_positions"}
         return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip)
 
     def _hf_fields(self) -> dict[str, Any]:

@@ -6,7 +6,10 @@ forward is split in two so the trainer can gather hidden states at label
 positions before unembedding: `hidden_states` -> [B, T, D], `unembed` -> logits.
 
 Attention masks come from segment ids (0 = padding, 1.. = packed sequences) and
-positions: right padding with an attention mask is one segment per row.
+positions: right padding with an attention mask is one segment per row. The
+attention kernel (`model/attention.py`: flash, or dense) builds the mask from a
+`MaskInfo` of per-token ids (flash: one key block at a time), so no [B, T, S]
+mask is passed between layers.
 """
 from __future__ import annotations
 
@@ -17,11 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from monitor_jax.model.attention import KERNELS, MaskInfo, dense_attention
 from monitor_jax.model.config import ModelConfig, rope_inv_freq
 from monitor_jax.parallel.sharding import constrain
-
-# Finite, so fully masked rows (padding queries) give a uniform softmax, not NaN.
-_NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 _REMAT = {
     "full": None,
@@ -97,7 +98,7 @@ class Attention(nnx.Module):
         self.q_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
         self.k_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
 
-    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, mask_BxTxS, kv=None, start_B=None):
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, window, kv=None, start_B=None):
         cfg, rules = self.cfg, self.cfg.sharding_rules
         q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.q_proj(x_BxTxD), self.k_proj(x_BxTxD), self.v_proj(x_BxTxD)
         if self.q_norm is not None:
@@ -117,13 +118,10 @@ class Attention(nnx.Module):
         b, t, n, h = q_BxTxNxH.shape
         kv_heads = k_BxSxKxH.shape[2]
         q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv_heads, n // kv_heads, h)  # GQA: G query heads per KV head
-        logits_BxKxGxTxS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BxTxKxGxH, k_BxSxKxH,
-                                      preferred_element_type=jnp.float32) * cfg.scale
-        if cfg.attn_logit_softcap:
-            logits_BxKxGxTxS = jnp.tanh(logits_BxKxGxTxS / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        logits_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], logits_BxKxGxTxS, _NEG_INF)
-        probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
-        out_BxTxKxGxH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BxKxGxTxS, v_BxSxKxH)
+        # Decoding attends a few queries to the cache: the dense kernel is right there.
+        kernel = dense_attention if kv is not None else KERNELS[cfg.attention]
+        out_BxTxKxGxH = kernel(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, info, scale=cfg.scale,
+                               softcap=cfg.attn_logit_softcap, window=window, block=cfg.attention_block)
         return self.o_proj(out_BxTxKxGxH.reshape(b, t, n, h)), new_kv
 
 
@@ -155,8 +153,9 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.mlp_post_norm = RMSNorm(d, cfg, rngs=rngs) if cfg.sandwich_norm else None
 
-    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, mask_BxTxS, kv=None, start_B=None):
-        attn_BxTxD, new_kv = self.attn(self.attn_pre_norm(x_BxTxD), sin_BxTxK, cos_BxTxK, mask_BxTxS, kv, start_B)
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, kv=None, start_B=None):
+        window = self.cfg.sliding_window if self.sliding else None
+        attn_BxTxD, new_kv = self.attn(self.attn_pre_norm(x_BxTxD), sin_BxTxK, cos_BxTxK, info, window, kv, start_B)
         if self.attn_post_norm is not None:
             attn_BxTxD = self.attn_post_norm(attn_BxTxD)
         x_BxTxD = x_BxTxD + attn_BxTxD
@@ -213,10 +212,9 @@ class Transformer(nnx.Module):
             segment_ids = (jnp.ones_like(tokens_BxT) if attention_mask is None else attention_mask).astype(jnp.int32)
         if positions is None:
             positions = positions_from_segments(segment_ids)
-        seg_q, seg_k = segment_ids[:, :, None], segment_ids[:, None, :]
-        idx = jnp.arange(tokens_BxT.shape[1])
-        causal_BxTxS = (seg_q == seg_k) & (seg_k != 0) & (idx[None, None, :] <= idx[None, :, None])
-        return self._run(tokens_BxT, positions, positions, causal_BxTxS)[0]
+        idx_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+        info = MaskInfo(segment_ids, segment_ids, idx_BxT, idx_BxT, positions, positions)
+        return self._run(tokens_BxT, info)[0]
 
     def unembed(self, hidden_xD: jax.Array) -> jax.Array:
         """Logits [..., V] in float32 for hidden states [..., D] (gathered or not)."""
@@ -250,39 +248,33 @@ class Transformer(nnx.Module):
         positions_BxT = start_B[:, None] + jnp.arange(tokens_BxT.shape[1])[None, :]
         # Cache slot == position, so causality is slot <= position; stale padding
         # written past a row's length is never attended and is overwritten later.
-        causal_BxTxS = jnp.arange(cache.size)[None, None, :] <= positions_BxT[:, :, None]
-        hidden, kvs = self._run(tokens_BxT, positions_BxT, positions_BxT, causal_BxTxS, cache, start_B)
+        slots_BxS = jnp.broadcast_to(jnp.arange(cache.size), (tokens_BxT.shape[0], cache.size))
+        info = MaskInfo(jnp.ones_like(positions_BxT), jnp.ones_like(slots_BxS), positions_BxT, slots_BxS,
+                        positions_BxT, slots_BxS)
+        hidden, kvs = self._run(tokens_BxT, info, cache, start_B)
         n_new_B = (jnp.full_like(start_B, tokens_BxT.shape[1]) if attention_mask is None
                    else attention_mask.sum(axis=1).astype(jnp.int32))
         new_cache = KVCache(tuple(k for k, _ in kvs), tuple(v for _, v in kvs), start_B + n_new_B)
         return self.unembed(hidden), new_cache
 
     # -------------------------------------------------------------- shared body
-    def _run(self, tokens_BxT, q_pos_BxT, k_pos_BxS, causal_BxTxS, cache=None, start_B=None):
-        cfg = self.cfg
+    def _run(self, tokens_BxT, info: MaskInfo, cache=None, start_B=None):
+        cfg, q_pos_BxT = self.cfg, info.q_pos_BxT
         x_BxTxD = jnp.take(self.embedding[...], tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
         if cfg.embed_scale:  # Gemma: the scale is rounded to the compute dtype, as in transformers
             x_BxTxD = x_BxTxD * jnp.asarray(cfg.embed_dim ** 0.5, dtype=x_BxTxD.dtype)
         x_BxTxD = constrain(x_BxTxD, ("batch", "length", "act_embed"), cfg.sharding_rules)
         tables = {False: rope_tables(cfg, q_pos_BxT, local=False)}
-        masks = {False: causal_BxTxS}
-        if "sliding" in cfg.layer_types:
-            if cfg.local_rope_theta is not None:
-                tables[True] = rope_tables(cfg, q_pos_BxT, local=True)
-            if cache is None:
-                distance_BxTxS = q_pos_BxT[:, :, None] - k_pos_BxS[:, None, :]
-            else:
-                distance_BxTxS = q_pos_BxT[:, :, None] - jnp.arange(cache.size)[None, None, :]
-            masks[True] = causal_BxTxS & (distance_BxTxS < cfg.sliding_window)
+        if "sliding" in cfg.layer_types and cfg.local_rope_theta is not None:
+            tables[True] = rope_tables(cfg, q_pos_BxT, local=True)
         kvs = []
         for i, block in enumerate(self.layers):
             sin, cos = tables.get(block.sliding, tables[False])
-            mask = masks[block.sliding]
             if cache is not None:
-                x_BxTxD, kv = block(x_BxTxD, sin, cos, mask, (cache.keys[i], cache.values[i]), start_B)
+                x_BxTxD, kv = block(x_BxTxD, sin, cos, info, (cache.keys[i], cache.values[i]), start_B)
                 kvs.append(kv)
             elif cfg.remat != "none":
-                x_BxTxD = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(block, x_BxTxD, sin, cos, mask)
+                x_BxTxD = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(block, x_BxTxD, sin, cos, info)
             else:
-                x_BxTxD = block(x_BxTxD, sin, cos, mask)[0]
+                x_BxTxD = block(x_BxTxD, sin, cos, info)[0]
         return self.final_norm(x_BxTxD), kvs

@@ -61,7 +61,8 @@ def build_tokenizer(c: ml_collections.ConfigDict) -> tuple[Tokenizer, str]:
 
 
 def build_model(c: ml_collections.ConfigDict, mesh, tokenizer: Tokenizer):
-    overrides = dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat)
+    overrides = dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat,
+                     attention=c.model.attention, attention_block=c.model.attention_block)
     if c.model.hf_path:
         model, cfg = load_hf(c.model.hf_path, mesh=mesh, **overrides)
         if cfg.vocab_size < tokenizer.vocab_size:

@@ -1,0 +1,73 @@
+"""Dense vs flash attention in the classification train step: XLA temporary memory and step time by length.
+
+    python benchmarks/attention.py [--lengths 512,1024,2048,4096 --memory_lengths 8192,16384 --block 512]
+
+The dense kernel materialises [B, K, G, T, T] scores (and keeps them for the
+backward pass); the flash kernel scans key blocks with an online softmax and
+recomputes each block in its custom backward. Same model, batch and data;
+memory is the compiled step's `memory_analysis()` temporary size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import optax
+from flax import nnx
+
+from monitor_jax.data.mixing import optax_schedule
+from monitor_jax.model import ModelConfig, create_model
+from monitor_jax.parallel import make_mesh
+from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+from train_step import batch_of, time_ours   # benchmarks/train_step.py
+
+
+def compiled_temp_mib(cfg: ModelConfig, b: int, t: int) -> float:
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    model = create_model(cfg, mesh=mesh)
+    optimizer = optax.adamw(1e-4)
+    state = init_state(model, optimizer, mesh)
+    step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
+                           optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
+    batch = batch_of("cls", b, t, cfg.vocab_size)
+    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
+    with jax.set_mesh(mesh):
+        return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--embed", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--block", type=int, default=512)
+    ap.add_argument("--lengths", default="512,1024,2048,4096")
+    ap.add_argument("--memory_lengths", default="8192,16384", help="compiled memory only (not run)")
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args()
+    base = ModelConfig(family="qwen3", vocab_size=args.vocab, embed_dim=args.embed, num_layers=args.layers,
+                       num_heads=4, num_kv_heads=2, head_dim=args.embed // 4, mlp_dim=4 * args.embed, qk_norm=True)
+    b = args.batch
+    print(f"model: qwen3-style, vocab {base.vocab_size}, d {base.embed_dim}, {base.num_layers} layers, "
+          f"{base.num_heads} heads; batch {b}; classification step; float32; flash block {args.block}; "
+          f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores\n")
+    print("| length | dense temp | flash temp | dense s / step | flash s / step | flash / dense time |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    timed = list(map(int, args.lengths.split(",")))
+    memory_only = [int(x) for x in args.memory_lengths.split(",") if x]
+    for t in timed + memory_only:
+        cells = {}
+        for kernel in ("dense", "flash"):
+            cfg = base.replace(attention=kernel, attention_block=args.block)
+            cells[kernel, "mem"] = compiled_temp_mib(cfg, b, t)
+            cells[kernel, "s"] = time_ours(cfg, "cls", b, t, args.reps)[0] if t in timed else None
+        fmt = lambda s: f"{s:.3f}" if s is not None else "-"  # noqa: E731
+        ratio = (f"{cells['flash', 's'] / cells['dense', 's']:.2f}" if cells["dense", "s"] else "-")
+        print(f"| {t} | {cells['dense', 'mem']:.0f} MiB | {cells['flash', 'mem']:.0f} MiB | "
+              f"{fmt(cells['dense', 's'])} | {fmt(cells['flash', 's'])} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
