@@ -21,7 +21,6 @@ import jax.numpy as jnp
 # Finite, so masked scores never make inf - inf = NaN. A query that sees no key
 # (a padding query) gets a zero output in both kernels, whatever the key padding.
 NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
-IMPLEMENTATIONS = ("dense", "flash")
 
 
 @jax.tree_util.register_dataclass

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from monitor_jax.model.attention import KERNELS
 from monitor_jax.parallel.sharding import DEFAULT_RULES, Rules
 
 # architectures value in config.json -> family
@@ -76,8 +77,8 @@ class ModelConfig:
             raise ValueError(f"family {self.family!r} is not supported; supported: {sorted(MODEL_TYPES)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
-        if self.attention not in ("dense", "flash"):
-            raise ValueError(f"attention={self.attention!r}; choose dense or flash")
+        if self.attention not in KERNELS:
+            raise ValueError(f"attention={self.attention!r}; choose {' or '.join(KERNELS)}")
         if self.attention_block <= 0:
             raise ValueError(f"attention_block={self.attention_block} must be positive")
         if self.remat not in REMAT_POLICIES:
