@@ -30,13 +30,30 @@ FLAGS = flags.FLAGS
 
 
 def maybe_initialize_distributed() -> None:
-    """Join a multi-process job when the environment describes one; a no-op on one host."""
+    """Join a multi-process job when the environment describes one; a no-op on one host.
+
+    TPU pods and Slurm are detected by jax itself. Anywhere else, set
+    JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID: jax reads only the first, so the other two are passed here.
+    """
     import jax
 
-    multi = (os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    multi = (coordinator or int(os.environ.get("SLURM_NTASKS", "1")) > 1
              or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
-    if multi:
-        jax.distributed.initialize()
+    if not multi:
+        return
+    kwargs = {}
+    if coordinator and "SLURM_NTASKS" not in os.environ and "TPU_WORKER_HOSTNAMES" not in os.environ:
+        missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
+        if missing:
+            raise app.UsageError(f"JAX_COORDINATOR_ADDRESS={coordinator} is set but {' and '.join(missing)} "
+                                 f"not: set all three on every process (launch/README.md)")
+        kwargs = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                      process_id=int(os.environ["JAX_PROCESS_ID"]))
+    # CPU-only multi-process runs (tests, CPU clusters) need a cross-process collectives backend.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
 
 
 def main(argv):

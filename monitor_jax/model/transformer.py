@@ -260,7 +260,11 @@ class Transformer(nnx.Module):
     # -------------------------------------------------------------- shared body
     def _run(self, tokens_BxT, info: MaskInfo, cache=None, start_B=None):
         cfg, q_pos_BxT = self.cfg, info.q_pos_BxT
-        x_BxTxD = jnp.take(self.embedding[...], tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
+        # The table's model dimension is gathered first (FSDP's weight all-gather): left
+        # sharded over 'fsdp' it would collide with the batch's 'fsdp' sharding in the
+        # lookup, which XLA resolves by replicating the whole [B, T, D] output.
+        table_VxD = constrain(self.embedding[...], ("vocab", None), cfg.sharding_rules)
+        x_BxTxD = jnp.take(table_VxD, tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
         if cfg.embed_scale:  # Gemma: the scale is rounded to the compute dtype, as in transformers
             x_BxTxD = x_BxTxD * jnp.asarray(cfg.embed_dim ** 0.5, dtype=x_BxTxD.dtype)
         x_BxTxD = constrain(x_BxTxD, ("batch", "length", "act_embed"), cfg.sharding_rules)
