@@ -13,27 +13,9 @@ import argparse
 import os
 
 import jax
-import optax
-from flax import nnx
 
-from monitor_jax.data.mixing import optax_schedule
-from monitor_jax.model import ModelConfig, create_model
-from monitor_jax.parallel import make_mesh
-from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
-from train_step import batch_of, time_ours   # benchmarks/train_step.py
-
-
-def compiled_temp_mib(cfg: ModelConfig, b: int, t: int) -> float:
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
-    model = create_model(cfg, mesh=mesh)
-    optimizer = optax.adamw(1e-4)
-    state = init_state(model, optimizer, mesh)
-    step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
-                           optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
-    batch = batch_of("cls", b, t, cfg.vocab_size)
-    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
-    with jax.set_mesh(mesh):
-        return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
+from monitor_jax.model import ModelConfig
+from train_step import compiled_temp_mib, time_ours   # benchmarks/train_step.py
 
 
 def main():

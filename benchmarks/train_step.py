@@ -85,6 +85,21 @@ def time_ours(cfg, kind, b, t, reps, mixed_path=False):
     return (time.perf_counter() - t0) / reps, jitted, state, batch
 
 
+def compiled_temp_mib(cfg: ModelConfig, b: int, length: int, instruction: bool = False) -> float:
+    """XLA temporary memory (MiB) of the compiled step on a classification batch."""
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    model = create_model(cfg, mesh=mesh)
+    optimizer = optax.adamw(1e-4)
+    state = init_state(model, optimizer, mesh)
+    step = make_train_step(nnx.graphdef(model), optimizer,
+                           LossConfig(chunk_size=min(128, length), instruction=instruction),
+                           optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
+    batch = batch_of("cls", b, length, cfg.vocab_size)
+    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
+    with jax.set_mesh(mesh):
+        return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+
 def time_hf(cfg, b, t, reps):
     import torch
     import transformers
@@ -150,17 +165,7 @@ def main():
     small_vocab = 32000
 
     def temp_mib(vocab, length, mixed):
-        c = cfg.replace(vocab_size=vocab)
-        mesh = make_mesh(data=1, devices=jax.devices()[:1])
-        model = create_model(c, mesh=mesh)
-        optimizer = optax.adamw(1e-4)
-        state = init_state(model, optimizer, mesh)
-        step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(chunk_size=min(128, length), instruction=mixed),
-                               optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
-        batch = batch_of("cls", b, length, vocab)
-        jitted = jit_train_step(step, state, mesh, batch, c.sharding_rules)
-        with jax.set_mesh(mesh):
-            return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
+        return compiled_temp_mib(cfg.replace(vocab_size=vocab), b, length, instruction=mixed)
 
     print(f"\nXLA temporary memory of the step on a classification batch (batch {b}); the vocabulary-dependent "
           f"part is the difference between vocab {cfg.vocab_size} and {small_vocab}:\n")
