@@ -51,7 +51,7 @@ def test_log_odds_equal_the_full_forward_at_the_answer_position(model, examples,
     assert scorer.compilations() <= 4
 
 
-def test_sharded_scoring_equals_single_device(model, examples, small_tokenizer):
+def test_sharded_scoring_equals_single_device(model, examples, small_tokenizer, capfd):
     results = []
     for mesh in (make_mesh(data=1, devices=jax.devices()[:1]), make_mesh(data=2, fsdp=2, tensor=2)):
         model = create_model(tiny_config(small_tokenizer.vocab_size), mesh=mesh, seed=4)
@@ -60,6 +60,7 @@ def test_sharded_scoring_equals_single_device(model, examples, small_tokenizer):
         with jax.set_mesh(mesh):
             results.append(np.array([s.log_odds for s in scorer.score_all(params, examples)]))
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+    assert "Involuntary full rematerialization" not in capfd.readouterr().err
 
 
 def test_padding_rows_never_reach_the_results(model, examples, small_tokenizer):

@@ -50,7 +50,7 @@ def test_gradient_accumulation_equals_the_large_batch(small_tokenizer):
 
 
 @pytest.mark.parametrize("normalization", ["per_source", "pooled"])
-def test_sharded_step_equals_single_device_and_compiles_once(small_tokenizer, normalization):
+def test_sharded_step_equals_single_device_and_compiles_once(small_tokenizer, normalization, capfd):
     loss_cfg = LossConfig(chunk_size=16, normalization=normalization)
     single, m_single, _ = run(small_tokenizer, make_mesh(data=1, devices=jax.devices()[:1]), loss_cfg)
     sharded, m_sharded, jitted = run(small_tokenizer, make_mesh(data=2, fsdp=2, tensor=2), loss_cfg)
@@ -63,6 +63,8 @@ def test_sharded_step_equals_single_device_and_compiles_once(small_tokenizer, no
     q = sharded.params["layers"][0]["attn"]["q_proj"]["kernel"][...]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
     assert jitted._cache_size() == 1
+    # No sharding transition in the step made XLA fall back to replicating a tensor.
+    assert "Involuntary full rematerialization" not in capfd.readouterr().err
 
 
 def test_flash_attention_step_equals_dense_on_the_sharded_mesh(small_tokenizer):
