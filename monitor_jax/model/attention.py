@@ -51,23 +51,27 @@ class MaskInfo:
                                    k_pos_BxS=pad(self.k_pos_BxS))
 
 
-def _scores(q_BxTxKxGxH, k_BxCxKxH, scale: float, softcap: float | None):
-    """Scaled (and soft-capped) scores [B, K, G, T, C] in float32; also tanh for the soft-cap's backward."""
-    raw = jnp.einsum("BTKGH,BCKH->BKGTC", q_BxTxKxGxH, k_BxCxKxH, preferred_element_type=jnp.float32) * scale
-    if not softcap:
-        return raw, None
-    capped = jnp.tanh(raw / softcap)
-    return capped * softcap, capped
+def _masked_scores(q_BxTxKxGxH, k_BxCxKxH, info: MaskInfo, start, scale: float, softcap: float | None,
+                   window: int | None):
+    """Scores [B, K, G, T, C] in float32 of keys [start, start + C), NEG_INF where not visible.
+
+    Also returns the visibility [B, 1, 1, T, C] and, with a soft-cap, its tanh (for the backward pass).
+    """
+    scores = jnp.einsum("BTKGH,BCKH->BKGTC", q_BxTxKxGxH, k_BxCxKxH, preferred_element_type=jnp.float32) * scale
+    capped = None
+    if softcap:
+        capped = jnp.tanh(scores / softcap)
+        scores = capped * softcap
+    visible = info.block(start, k_BxCxKxH.shape[1], window)[:, None, None]
+    return jnp.where(visible, scores, NEG_INF), visible, capped
 
 
 def dense_attention(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, info: MaskInfo, *, scale: float,
                     softcap: float | None = None, window: int | None = None, block: int = 0):
     """Attention output [B, T, K, G, H] through the full [B, K, G, T, S] softmax."""
     del block
-    logits_BxKxGxTxS, _ = _scores(q_BxTxKxGxH, k_BxSxKxH, scale, softcap)
-    visible_BxTxS = info.block(0, k_BxSxKxH.shape[1], window)
-    logits_BxKxGxTxS = jnp.where(visible_BxTxS[:, None, None], logits_BxKxGxTxS, NEG_INF)
-    probs_BxKxGxTxS = jnp.where(visible_BxTxS[:, None, None], jax.nn.softmax(logits_BxKxGxTxS, axis=-1), 0.0)
+    logits_BxKxGxTxS, visible, _ = _masked_scores(q_BxTxKxGxH, k_BxSxKxH, info, 0, scale, softcap, window)
+    probs_BxKxGxTxS = jnp.where(visible, jax.nn.softmax(logits_BxKxGxTxS, axis=-1), 0.0)
     probs_BxKxGxTxS = probs_BxKxGxTxS.astype(v_BxSxKxH.dtype)
     return jnp.einsum("BKGTS,BSKH->BTKGH", probs_BxKxGxTxS, v_BxSxKxH)
 
@@ -90,9 +94,7 @@ def _forward(q, k, v, info, scale, softcap, window, block):
     def body(carry, xs):
         max_BxKxGxT, norm_BxKxGxT, acc_BxKxGxTxH = carry
         start, k_BxCxKxH, v_BxCxKxH = xs
-        logits_BxKxGxTxC, _ = _scores(q, k_BxCxKxH, scale, softcap)
-        visible_BxTxC = info.block(start, block, window)[:, None, None]
-        logits_BxKxGxTxC = jnp.where(visible_BxTxC, logits_BxKxGxTxC, NEG_INF)
+        logits_BxKxGxTxC, visible_BxTxC, _ = _masked_scores(q, k_BxCxKxH, info, start, scale, softcap, window)
         new_max = jnp.maximum(max_BxKxGxT, logits_BxKxGxTxC.max(axis=-1))
         probs_BxKxGxTxC = jnp.where(visible_BxTxC, jnp.exp(logits_BxKxGxTxC - new_max[..., None]), 0.0)
         rescale = jnp.exp(max_BxKxGxT - new_max)   # 0 once a visible key is seen after masked-only blocks
@@ -129,9 +131,8 @@ def _flash_bwd(scale, softcap, window, block, residuals, d_out_BxKxGxTxH):
 
     def body(dq_BxTxKxGxH, xs):
         start, k_BxCxKxH, v_BxCxKxH = xs
-        logits_BxKxGxTxC, capped = _scores(q, k_BxCxKxH, scale, softcap)
-        visible_BxTxC = info.block(start, block, window)[:, None, None]
-        logits_BxKxGxTxC = jnp.where(visible_BxTxC, logits_BxKxGxTxC, NEG_INF)
+        logits_BxKxGxTxC, visible_BxTxC, capped = _masked_scores(q, k_BxCxKxH, info, start, scale, softcap,
+                                                                 window)
         probs = jnp.where(visible_BxTxC, jnp.exp(logits_BxKxGxTxC - max_BxKxGxT[..., None]), 0.0) / jnp.maximum(
             norm_BxKxGxT, 1e-30)[..., None]
         dv_BxCxKxH = jnp.einsum("BKGTC,BKGTH->BCKH", probs, d_out)
