@@ -14,10 +14,12 @@ setup(
         "grain>=0.2.12",
         "tensorflow-datasets>=4.9.8",
         "ml-collections>=1.0",
+        "absl-py",                 # the CLI's flags (ml_collections config files)
         "safetensors>=0.5",
         # Tokenizers and chat templates only; `import monitor_jax` never imports torch.
         "transformers>=4.56",
         "tokenizers>=0.21",
+        "jinja2>=3.1",             # transformers renders chat templates with it (not one of its own requirements)
         "numpy",
         "tqdm",
         "matplotlib",
@@ -28,7 +30,7 @@ setup(
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
         # It is only a test dependency (the transformers reference for parity tests).
-        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0", "psutil"],
+        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0", "psutil", "hypothesis>=6.100"],
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

@@ -7,16 +7,17 @@ The config is locked, so a misspelt key is an error, not a silent default.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import ml_collections
+import numpy as np
 
-from monitor_jax.data.mixing import SCHEDULES
+from monitor_jax.data.mixing import check_schedule, classification_rows, make_schedule
+from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for callers)
+from monitor_jax.model.attention import KERNELS
+from monitor_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
 from monitor_jax.train.losses import NORMALIZATIONS
 from monitor_jax.train.optimizer import DECAYS
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -50,50 +51,149 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def validate(c: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Checks a run would fail on later, named by key, before anything is built."""
+# Numeric keys and their ranges: (low, high, what); None = unbounded. Checked before anything is built.
+RANGES = {
+    "seed": (0, None), "model.attention_block": (1, None), "data.max_length": (1, None), "data.seed": (0, None),
+    "loss.chunk_size": (1, None), "loss.grad_accum": (1, None),
+    "optim.lr": (0.0, None), "optim.warmup_steps": (0, None), "optim.end_factor": (0.0, None),
+    "optim.b1": (0.0, 1.0), "optim.b2": (0.0, 1.0), "optim.eps": (0.0, None), "optim.weight_decay": (0.0, None),
+    "optim.clip_norm": (0.0, None),
+    "train.steps": (1, None), "train.batch_size": (1, None), "train.log_every": (1, None),
+    "train.checkpoint_every": (1, None), "train.keep": (1, None), "train.run_steps": (0, None),
+    "eval.every": (0, None), "eval.batch_size": (1, None), "eval.bootstrap": (0, None), "eval.max_rows": (0, None),
+}
+CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.remat": REMAT_POLICIES,
+           "model.attention": KERNELS, "model.param_dtype": DTYPES, "model.dtype": DTYPES,
+           "train.best_mode": ("max", "min")}
+
+
+def _get(c: ml_collections.ConfigDict, key: str) -> Any:
+    for part in key.split("."):
+        c = c[part]
+    return c
+
+
+def _check_ranges(c: ml_collections.ConfigDict) -> None:
+    for key, (low, high) in RANGES.items():
+        v = _get(c, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{key}={v!r} must be a finite number")
+        if v < low or (high is not None and v > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{key}={v!r} must be {bound}")
+    for key, choices in CHOICES.items():
+        if _get(c, key) not in choices:
+            raise ConfigError(f"{key}={_get(c, key)!r}; choose one of {choices}")
+    buckets = list(c.eval.buckets)
+    if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in buckets):
+        raise ConfigError(f"eval.buckets={tuple(buckets)} must be positive prompt lengths")
+
+
+def _check_sources(c: ml_collections.ConfigDict) -> None:
+    for i, item in enumerate(c.data.classification):
+        for key in ("task", "source"):
+            if key not in item:
+                raise ConfigError(f"data.classification[{i}] lacks {key!r} (has {sorted(item)})")
+        weight = item.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 < weight < math.inf):
+            raise ConfigError(f"data.classification[{i}].weight={weight!r} must be a positive number")
+    if c.data.instruction:
+        for key in ("task", "source"):
+            if key not in c.data.instruction:
+                raise ConfigError(f"data.instruction lacks {key!r} (has {sorted(c.data.instruction)})")
+    for i, item in enumerate(c.eval.tasks):
+        for key in ("task", "source"):
+            if key not in item:
+                raise ConfigError(f"eval.tasks[{i}] lacks {key!r} (has {sorted(item)})")
+
+
+def _check_mixing(c: ml_collections.ConfigDict) -> None:
+    """Ratios in [0, 1], and every share the schedule asks for has data to fill it."""
+    spec = dict(c.data.mixing)
+    check_schedule(spec, "data.mixing", unit_interval=True)
+    check_schedule(dict(c.loss.cls_weight), "loss.cls_weight", unit_interval=False)
+    check_schedule(dict(c.loss.sft_weight), "loss.sft_weight", unit_interval=False)
+    # Every step up to a million, then the steps where a piecewise-monotone schedule can turn.
+    turns = [spec.get(k) for k in ("steps", "switch_step") if isinstance(spec.get(k), int)] + list(
+        spec.get("boundaries", ()))
+    candidates = {0, c.train.steps - 1} | {t + d for t in turns for d in (-1, 0)}
+    steps = np.union1d(np.arange(min(c.train.steps, 1_000_000)),
+                       [t for t in candidates if 0 <= t < c.train.steps]).astype(np.int64)
+    r = make_schedule(**spec)(steps)
+    rows = classification_rows(make_schedule(**spec), steps, c.train.batch_size)
+    if (r > 0).any() and not c.data.classification:
+        first = int(np.argmax(r > 0))
+        raise ConfigError(f"data.mixing gives a classification share r={r[first]:g} at step {steps[first]} but "
+                          f"data.classification is empty; add a classification source or set the ratio to 0")
+    if (r < 1).any() and not c.data.instruction:
+        first = int(np.argmax(r < 1))
+        raise ConfigError(f"data.mixing gives an instruction share 1-r={1 - r[first]:g} at step {steps[first]} but "
+                          f"data.instruction is empty; add an instruction source or set the ratio to 1")
+    if (r > 0).any() and not rows.any():
+        raise ConfigError(f"data.mixing: the largest ratio {r.max():g} rounds to 0 classification rows of "
+                          f"train.batch_size={c.train.batch_size} at every step; raise the ratio or the batch size")
+    if (r < 1).any() and (rows == c.train.batch_size).all():
+        raise ConfigError(f"data.mixing: the smallest ratio {r.min():g} rounds to 0 instruction rows of "
+                          f"train.batch_size={c.train.batch_size} at every step; lower the ratio or raise the "
+                          f"batch size")
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = True) -> None:
+    """Checks a run would fail on later, named by key, before anything is built.
+
+    `training=False` (eval, score, export) skips the checks of the training data and schedule.
+    """
+    _check_ranges(c)
     mesh = dict(c.mesh)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v == 0 or v < -1 for v in mesh.values()) or \
+            list(mesh.values()).count(-1) > 1:
+        raise ConfigError(f"mesh={mesh}: each axis is a positive size, and at most one is -1 (the rest)")
     fixed = math.prod(v for v in mesh.values() if v != -1)
+    if num_devices % fixed or (-1 not in mesh.values() and fixed != num_devices):
+        raise ConfigError(f"mesh={mesh} does not fit {num_devices} devices: data*fsdp*tensor must equal it "
+                          f"(set one axis to -1 to fill)")
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in mesh.items()}
     dp = sizes["data"] * sizes["fsdp"]
     if "://" in c.workdir:
         # Checkpoints, metrics and the demo tokenizer are written with local-file APIs.
         raise ConfigError(f"workdir={c.workdir!r}: URLs are not supported; mount the bucket on every host "
                           f"(e.g. gcsfuse BUCKET ~/gcs) and give the mounted path")
+    if c.eval.tasks and c.eval.batch_size % dp:
+        raise ConfigError(f"eval.batch_size={c.eval.batch_size} is not divisible by data*fsdp={dp}")
+    if not c.model.hf_path and not c.model.config:
+        raise ConfigError("set model.hf_path (a Hugging Face checkpoint) or model.config (random init)")
+    if not c.model.hf_path and not c.model.tokenizer:
+        raise ConfigError("model.tokenizer is required when model.hf_path is not set")
+    if not c.model.hf_path:
+        try:   # the vocabulary comes from the tokenizer later; any size checks the rest now
+            ModelConfig(vocab_size=1, **dict(c.model.config), param_dtype=c.model.param_dtype, dtype=c.model.dtype,
+                        remat=c.model.remat, attention=c.model.attention, attention_block=c.model.attention_block)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.config: {e}") from None
+    if not training:
+        return
     t = c.train
-    if t.steps <= 0:
-        raise ConfigError(f"train.steps={t.steps} must be positive")
     if t.batch_size % c.loss.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by loss.grad_accum={c.loss.grad_accum}")
     if (t.batch_size // c.loss.grad_accum) % dp:
         raise ConfigError(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // c.loss.grad_accum}) "
                           f"is not divisible by the data-parallel size data*fsdp={dp} (mesh {sizes})")
-    if c.eval.tasks and c.eval.batch_size % dp:
-        raise ConfigError(f"eval.batch_size={c.eval.batch_size} is not divisible by data*fsdp={dp}")
     if c.data.max_length % min(c.loss.chunk_size, c.data.max_length):
         raise ConfigError(f"data.max_length={c.data.max_length} is not a multiple of loss.chunk_size="
                           f"{c.loss.chunk_size}")
-    if c.loss.normalization not in NORMALIZATIONS:
-        raise ConfigError(f"loss.normalization={c.loss.normalization!r}; choose one of {NORMALIZATIONS}")
-    if c.optim.decay not in DECAYS:
-        raise ConfigError(f"optim.decay={c.optim.decay!r}; choose one of {DECAYS}")
-    if dict(c.data.mixing).get("kind") not in SCHEDULES:
-        raise ConfigError(f"data.mixing.kind={dict(c.data.mixing).get('kind')!r}; choose one of {SCHEDULES}")
     if not c.data.classification and not c.data.instruction:
         raise ConfigError("data.classification and data.instruction are both empty: nothing to train on")
-    for i, item in enumerate(c.data.classification):
-        for key in ("task", "source"):
-            if key not in item:
-                raise ConfigError(f"data.classification[{i}] lacks {key!r} (has {sorted(item)})")
-    if not c.model.hf_path and not c.model.config:
-        raise ConfigError("set model.hf_path (a Hugging Face checkpoint) or model.config (random init)")
-    if not c.model.hf_path and not c.model.tokenizer:
-        raise ConfigError("model.tokenizer is required when model.hf_path is not set")
+    _check_sources(c)
+    _check_mixing(c)
     if t.best_metric:
         if not (c.eval.tasks and c.eval.every):
             raise ConfigError(f"train.best_metric={t.best_metric!r} needs eval.tasks and eval.every")
+        known = ["eval/mean_auroc"] + (["eval/mean_heldout_auroc"] if any(
+            item.get("heldout") for item in c.eval.tasks) else []) + [
+            f"eval/{item['task']}/{m}" for item in c.eval.tasks for m in ("auroc", "loss")]
+        if t.best_metric not in known:
+            raise ConfigError(f"train.best_metric={t.best_metric!r} is not an eval metric of this config; "
+                              f"choose one of {known}")
         if t.checkpoint_every % c.eval.every:
             raise ConfigError(f"train.checkpoint_every={t.checkpoint_every} must be a multiple of eval.every="
                               f"{c.eval.every} so every checkpoint has train.best_metric")
-        if t.best_mode not in ("max", "min"):
-            raise ConfigError(f"train.best_mode={t.best_mode!r}; choose max or min")

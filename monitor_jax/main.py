@@ -1,9 +1,14 @@
 """One CLI: train, eval, score, export.
 
     python -m monitor_jax.main train  --config=configs/demo.py [--config.train.steps=100 ...]
-    python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR/checkpoints/450]
+    python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR[:best] | STEP_DIR | HF_DIR]
     python -m monitor_jax.main score  --config=... --task=NAME --input=rows.jsonl --output=scores.jsonl
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
+
+Exit codes (monitor_jax.errors): 0 done; 2 a user error (config, data, task,
+checkpoint), printed as one line (`--debug` or MONITOR_JAX_DEBUG=1 adds the
+traceback); 75 preempted (SIGTERM or Ctrl-C: saved; run the same command to
+resume); anything else is a bug, with its traceback.
 
 Multi-host (TPU pods, GPU clusters): the same command on every host;
 `jax.distributed.initialize()` is called when the environment describes a
@@ -12,23 +17,126 @@ JAX_NUM_PROCESSES and JAX_PROCESS_ID). See launch/README.md.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
+import runpy
 import sys
+import traceback
+from typing import Any
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from monitor_jax.errors import EXIT_USER_ERROR, ConfigError, MonitorError
+
 COMMANDS = ("train", "eval", "score", "export")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).")
-flags.DEFINE_string("checkpoint", "", "An orbax step directory (WORKDIR/checkpoints/STEP) or a Hugging Face "
-                    "checkpoint directory; default: the run's latest checkpoint, else the base model.")
-flags.DEFINE_string("input", "", "score: JSONL rows to score.")
-flags.DEFINE_string("output", "", "score: JSONL to write; export: Hugging Face directory to write.")
-flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with.")
-FLAGS = flags.FLAGS
+USAGE = f"usage: python -m monitor_jax.main {{{','.join(COMMANDS)}}} --config=FILE [--config.KEY=VALUE ...]"
 
 
+def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
+    """The CLI's flags on `flag_values`; returns the config holder (`.value` after parsing `argv`)."""
+    # ml_collections finds the --config.KEY overrides in `sys_argv` (default: sys.argv, not the parsed argv).
+    holder = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
+                                             flag_values=flag_values, sys_argv=list(argv))
+    flags.DEFINE_string("checkpoint", "", "A run's work directory or checkpoints/ folder (its latest step; "
+                        "DIR:best for the best by train.best_metric), a step directory, or a Hugging Face "
+                        "directory; default: the run's latest checkpoint, else the base model.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("input", "", "score: JSONL rows to score.", flag_values=flag_values)
+    flags.DEFINE_string("output", "", "score: JSONL to write; export: Hugging Face directory to write.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with.", flag_values=flag_values)
+    flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
+    return holder
+
+
+
+# ------------------------------------------------------------------ parsing, with errors that name the key
+def _load_config_file(path: str):
+    """get_config() of a config file; a missing file, a syntax error or an exception in it names the file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={path}: no such file")
+    try:
+        module = runpy.run_path(path)
+        if "get_config" not in module:
+            raise ConfigError(f"config file {path} defines no get_config()")
+        return module["get_config"]()
+    except SyntaxError as e:
+        raise ConfigError(f"config file {path} line {e.lineno}: {e.msg}") from None
+    except MonitorError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the user's file may raise anything; name where)
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if os.path.abspath(f.filename) == os.path.abspath(path)]
+        where = f" line {frames[-1].lineno}" if frames else ""
+        raise ConfigError(f"config file {path}{where}: {type(e).__name__}: {e}") from None
+
+
+def _check_key(config, key: str) -> None:
+    """A `--config.KEY` override must name an existing key: say which part is wrong and suggest one."""
+    node, path = config, []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if not m:
+            raise ConfigError(f"config key {key} is not a valid key path")
+        name, indices = m.group(1), [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+        keys = list(node.keys()) if hasattr(node, "keys") else None
+        if keys is None:
+            raise ConfigError(f"config key {'.'.join(path)} is a {type(node).__name__}, it has no field {name!r}")
+        if name not in keys:
+            close = difflib.get_close_matches(name, keys, n=1)
+            hint = f"; did you mean {'.'.join(path + close)}?" if close else f"; {'.'.join(path) or 'the config'} " \
+                                                                             f"has {sorted(keys)}"
+            raise ConfigError(f"config key {'.'.join(path + [name])} does not exist{hint}")
+        node = node[name]
+        path.append(name)
+        for i in indices:
+            if not isinstance(node, (list, tuple)) or i >= len(node):
+                size = len(node) if isinstance(node, (list, tuple)) else "no"
+                raise ConfigError(f"config key {'.'.join(path)}[{i}] does not exist ({'.'.join(path)} has {size} "
+                                  f"items)")
+            node = node[i]
+            path[-1] += f"[{i}]"
+
+
+def parse(argv: list[str], flag_values: flags.FlagValues) -> list[str]:
+    """Parse the command line; every mistake is a ConfigError naming the flag or the config key."""
+    config_args = [a for a in argv[1:] if re.match(r"--config(=|$)", a)]
+    if not config_args:
+        raise ConfigError(f"--config is required (e.g. --config=configs/demo.py); {USAGE}")
+    config_path = config_args[-1].split("=", 1)[1] if "=" in config_args[-1] else ""
+    config = _load_config_file(config_path)
+    for arg in argv[1:]:
+        m = re.match(r"--(?:no)?config\.([^=]+)", arg)
+        if m:
+            _check_key(config, m.group(1))
+    try:
+        return flag_values(argv)
+    except flags.IllegalFlagValueError as e:
+        m = re.match(r"flag --config\.([^=]+)=(.*?): (.*)", str(e), re.S)
+        if m:
+            key, value, reason = m.groups()
+            expected = type(_value(config, key)).__name__
+            raise ConfigError(f"config key {key}: {value!r} is not a valid {expected} "
+                              f"({reason.splitlines()[0]})") from None
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except flags.Error as e:
+        raise ConfigError(f"{str(e).splitlines()[0]}; {USAGE}") from None
+
+
+def _value(config, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        name, *indices = re.split(r"[\[\]]+", part.rstrip("]"))
+        node = node[name]
+        for i in indices:
+            node = node[int(i)]
+    return node
+
+
+# ------------------------------------------------------------------ running
 def maybe_initialize_distributed() -> None:
     """Join a multi-process job when the environment describes one; a no-op on one host.
 
@@ -47,8 +155,8 @@ def maybe_initialize_distributed() -> None:
     if coordinator and "SLURM_NTASKS" not in os.environ and "TPU_WORKER_HOSTNAMES" not in os.environ:
         missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
         if missing:
-            raise app.UsageError(f"JAX_COORDINATOR_ADDRESS={coordinator} is set but {' and '.join(missing)} "
-                                 f"not: set all three on every process (launch/README.md)")
+            raise ConfigError(f"JAX_COORDINATOR_ADDRESS={coordinator} is set but {' and '.join(missing)} "
+                              f"not: set all three on every process (launch/README.md)")
         kwargs = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                       process_id=int(os.environ["JAX_PROCESS_ID"]))
     # CPU-only multi-process runs (tests, CPU clusters) need a cross-process collectives backend.
@@ -56,21 +164,34 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def main(argv):
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"usage: python -m monitor_jax.main {{{','.join(COMMANDS)}}} --config=FILE ...")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required (e.g. --config=configs/demo.py)")
+def main(argv: list[str]) -> int:
+    """Parse, dispatch, and return the exit code. Flags live in a fresh FlagValues per call, so commands
+    can also run in-process (tests)."""
+    flag_values = flags.FlagValues()
+    holder = define_flags(flag_values, argv)
+    rest = parse(argv, flag_values)
+    if len(rest) != 2 or rest[1] not in COMMANDS:
+        raise ConfigError(f"expected one command, got {rest[1:] or 'none'}; {USAGE}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every file it renames at INFO
     maybe_initialize_distributed()
     from monitor_jax import commands
 
-    getattr(commands, argv[1])(_CONFIG.value, FLAGS)
+    return getattr(commands, rest[1])(holder.value, flag_values)
 
 
-def run():
-    app.run(main)
+def run(argv: list[str] | None = None) -> int:
+    """The CLI: `main`, with a user error printed as one line and EXIT_USER_ERROR."""
+    argv = list(sys.argv if argv is None else argv)
+    debug = any(a in ("--debug", "--debug=true", "--debug=True") for a in argv) or \
+        os.environ.get("MONITOR_JAX_DEBUG", "") not in ("", "0")
+    try:
+        return main(argv)
+    except MonitorError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

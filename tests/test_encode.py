@@ -68,13 +68,15 @@ def test_truncation_cuts_only_the_content_field(small_tokenizer, side):
     words = [f"w{i}" for i in range(80)]
     ex = enc({"text": " ".join(words), "label": 1}, "row 0")
     assert ex.truncated and len(ex) <= 60
+    full = small_tokenizer.encode(task.render(small_tokenizer, {"text": " ".join(words)}))
+    assert ex.truncated_tokens == len(full) - len(ex) > 0                            # counted exactly
     text = small_tokenizer.decode(ex.tokens)
     assert text.startswith("<|im_start|>system\nYou are a safety monitor.")          # instructions kept
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")                       # answer position kept
     assert ex.targets[ex.label_position] == enc.positive_id                          # label kept
     assert ("w79" in text) == (side == "left") and ("w0 " in text) == (side == "right")
     short = enc({"text": "short", "label": 0})
-    assert not short.truncated
+    assert not short.truncated and short.truncated_tokens == 0
 
 
 def test_prompt_that_cannot_fit_is_an_error(small_tokenizer):

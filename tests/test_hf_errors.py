@@ -24,16 +24,16 @@ def _edit(path, fn):
 
 def test_missing_tensor(ckpt):
     _edit(ckpt, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(CheckpointError, match=r"(?s)missing 1 tensor.*model\.layers\.1\.mlp\.up_proj\.weight: "
-                                              r"expected shape \(64, 32\)") as e:
+    with pytest.raises(CheckpointError, match=r"missing 1 tensor.*: model\.layers\.1\.mlp\.up_proj\.weight "
+                                              r"\(expected shape \(64, 32\)\)$") as e:
         load_hf(ckpt)
     assert str(ckpt) in str(e.value)
 
 
 def test_unexpected_tensor(ckpt):
     _edit(ckpt, lambda t: t.__setitem__("model.layers.0.self_attn.q_proj.bias", np.zeros(64, np.float32)))
-    with pytest.raises(CheckpointError, match=r"does not use:\n  model\.layers\.0\.self_attn\.q_proj\.bias: "
-                                              r"shape \(64,\)"):
+    with pytest.raises(CheckpointError, match=r"does not use: model\.layers\.0\.self_attn\.q_proj\.bias "
+                                              r"\(shape \(64,\)\)$"):
         load_hf(ckpt)
 
 

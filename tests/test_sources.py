@@ -155,8 +155,8 @@ def test_parquet_several_files_and_required_null(tmp_path):
     assert len(source) == 11
     assert [source[i]["id"] for i in range(10)] == [r["id"] for r in ROWS]
     assert source.describe(4) == f"{tmp_path / 'b.parquet'} row 0 (0-based)"
-    with pytest.raises(DataError, match=re.escape(f"b.parquet row 6 (0-based): required field 'text' "
-                                                  f"(read from 'prompt') is null")):
+    with pytest.raises(DataError, match=re.escape("b.parquet row 6 (0-based): required field 'text' "
+                                                  "(read from 'prompt') is null")):
         source[10]
 
 

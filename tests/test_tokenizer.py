@@ -1,6 +1,7 @@
 """The small tokenizer is built locally and loads through AutoTokenizer."""
 import pytest
 
+from monitor_jax.errors import CheckpointError
 from monitor_jax.model.tokenizer import build_tokenizer, load_tokenizer
 
 TEXTS = ["Is this request harmful? Answer Yes or No.", "The agent deleted the audit logs. Yes",
@@ -28,5 +29,5 @@ def test_chat_template_and_assistant_mask(tmp_path):
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(CheckpointError, match="never downloads"):
         load_tokenizer(tmp_path / "nope")

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from monitor_jax.config import ConfigError, validate
+from monitor_jax.errors import EXIT_PREEMPTED, TaskError
 from monitor_jax.train.trainer import NonFiniteLoss, train
+from tests.train_helpers import run_config as tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,24 +27,6 @@ def demo_tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("demo_tok")
     build_demo_tokenizer(path)
     return str(path)
-
-
-def tiny_config(workdir, tokenizer, steps=8, **train):
-    sys.path.insert(0, str(REPO))
-    from configs.demo import get_config
-
-    c = get_config()
-    c.workdir = str(workdir)
-    c.model.tokenizer = tokenizer
-    c.model.config = dict(family="llama", embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                          mlp_dim=64, tie_embeddings=False)
-    c.mesh = dict(data=2, fsdp=2, tensor=2)
-    c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1
-    c.train.checkpoint_every, c.train.best_metric = 2, ""
-    c.eval.tasks, c.eval.every = [], 0
-    for k, v in train.items():
-        c.train[k] = v
-    return c
 
 
 def _hashes(workdir):
@@ -108,7 +92,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert max(steps) == 3
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_tokenizer):
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_preemption_signal_saves_and_exits_for_a_retry(tmp_path, demo_tokenizer, sig):
     workdir = tmp_path / "preempt"
     cmd = [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
            f"--config.workdir={workdir}", f"--config.model.tokenizer={demo_tokenizer}", "--config.train.steps=400",
@@ -122,12 +108,24 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, demo_tokenizer):
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out[-3000:]
-    assert "preempted at step" in out
+    # Not 0: Kubernetes and Slurm read 0 as "finished" and would never restart a preempted run.
+    assert proc.returncode == EXIT_PREEMPTED == 75, out[-3000:]
+    assert "preempted at step" in out and f"{sig.name}: saved step" in out
     step = int(out.split("preempted at step ")[1].split(";")[0])
     assert 3 <= step < 400 and (workdir / "checkpoints" / str(step)).is_dir()
+    if sig != signal.SIGTERM:
+        return
+    # The retry an orchestrator makes: the same command resumes and ends where an uninterrupted run ends.
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    straight = [a.replace(str(workdir), str(tmp_path / "straight")) for a in cmd]
+    subprocess.run(straight, cwd=REPO, env=env, check=True, capture_output=True)
+    import orbax.checkpoint as ocp
+    final = [ocp.PyTreeCheckpointer().restore(run / "checkpoints" / "400" / "state")
+             for run in (workdir, tmp_path / "straight")]
+    jax.tree.map(np.testing.assert_array_equal, final[0]["params"], final[1]["params"])
+    assert _hashes(workdir) == _hashes(tmp_path / "straight")
 
 
 def test_config_errors_name_the_key(tmp_path, demo_tokenizer):
@@ -149,14 +147,8 @@ def test_config_errors_name_the_key(tmp_path, demo_tokenizer):
     c = tiny_config(tmp_path / "bad", demo_tokenizer)
     c.data.classification = [{"task": "no_such_task", "source": {"kind": "demo", "domain": "chem_harm",
                                                                    "split": "train"}}]
-    with pytest.raises(ValueError, match="unknown task 'no_such_task'; registered: "):
+    with pytest.raises(TaskError, match="unknown task 'no_such_task'; registered: "):
         train(c)
-
-
-def test_unknown_command_line_key_is_an_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
-                          "--config.train.stepz=5"], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode != 0 and "stepz" in out.stderr
 
 
 def test_label_that_is_not_one_token_is_a_config_error(tmp_path, demo_tokenizer):
@@ -168,7 +160,7 @@ def test_label_that_is_not_one_token_is_a_config_error(tmp_path, demo_tokenizer)
     c = tiny_config(tmp_path / "label", demo_tokenizer)
     c.data.classification = [{"task": "chem_harm_wordy", "source": {"kind": "demo", "domain": "chem_harm",
                                                                       "split": "train"}}]
-    with pytest.raises(ValueError, match="task chem_harm_wordy: label ' Absolutely harmful' is not one token"):
+    with pytest.raises(TaskError, match="task chem_harm_wordy: label ' Absolutely harmful' is not one token"):
         train(c)
 
 

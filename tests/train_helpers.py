@@ -34,3 +34,25 @@ def batches(tok, batch_size=8, steps=4, length=64, ratio=0.5, seed=0):
 def to_jnp(batch):
     import jax.numpy as jnp
     return {k: jnp.asarray(np.asarray(v)) for k, v in batch.items()}
+
+
+def run_config(workdir, tokenizer, steps=8, **train):
+    """The demo config shrunk to a 2-layer model on the 2x2x2 mesh, checkpoints every 2 steps, no eval."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from configs.demo import get_config
+
+    c = get_config()
+    c.workdir = str(workdir)
+    c.model.tokenizer = tokenizer
+    c.model.config = dict(family="llama", embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                          mlp_dim=64, tie_embeddings=False)
+    c.mesh = dict(data=2, fsdp=2, tensor=2)
+    c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1
+    c.train.checkpoint_every, c.train.best_metric = 2, ""
+    c.eval.tasks, c.eval.every = [], 0
+    for k, v in train.items():
+        c.train[k] = v
+    return c

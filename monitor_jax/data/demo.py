@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import numpy as np
 
 from monitor_jax.data import tasks
+from monitor_jax.errors import DataError
 
 if TYPE_CHECKING:   # importing monitor_jax.model imports jax; the demo data needs neither
     from monitor_jax.model.tokenizer import Tokenizer
@@ -108,13 +109,13 @@ def _sample_text(grammar: dict, label: int, rng: np.random.Generator) -> str:
 
 def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     if n % 2:
-        raise ValueError(f"demo splits are exactly 50/50, so n must be even; got n={n}")
+        raise DataError(f"demo splits are exactly 50/50, so n must be even; got n={n}")
     return rng.permutation(np.repeat([1, 0], n // 2))
 
 
 def _size(split: str, n: int | None, sizes: dict[str, int]) -> int:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
     return sizes[split] if n is None else n
 
 
@@ -424,7 +425,7 @@ _GRAMMARS = {"chem_harm": _CHEM, "cyber_harm": _CYBER, "agent_danger": _AGENT, "
 def demo_rows(domain: str, split: str, seed: int = 0, n: int | None = None) -> list[dict]:
     """`n` rows {"id", "text", "label"} of a demo domain: exactly half label 1, a function of (domain, split, seed)."""
     if domain not in _GRAMMARS:
-        raise ValueError(f"unknown demo domain {domain!r}; choose one of {DOMAINS}")
+        raise DataError(f"unknown demo domain {domain!r}; choose one of {DOMAINS}")
     n = _size(split, n, SIZES)
     rng = _rng("demo", domain, split, seed)
     rows = []

@@ -42,6 +42,7 @@ class Encoded:
     task_id: int = 0
     kind: int = INSTRUCTION
     truncated: bool = False
+    truncated_tokens: int = 0     # prompt tokens cut to fit max_length (0 when not truncated)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -63,12 +64,13 @@ class ClassificationEncoder:
             raise TaskError(f"task {task.name}: the prompt without content is {self.overhead} tokens, which does not "
                             f"fit max_length={max_length}; raise max_length or shorten the prompt")
 
-    def prompt_ids(self, row: Mapping[str, Any], where: str = "") -> tuple[list[int], bool]:
-        """Prompt ids that fit max_length, and whether the content field was shortened."""
+    def prompt_ids(self, row: Mapping[str, Any], where: str = "") -> tuple[list[int], int]:
+        """Prompt ids that fit max_length, and how many tokens the content field lost (0: none)."""
         task, tok = self.task, self.tok
         ids = tok.encode(task.render(tok, row, where))
-        if len(ids) <= self.max_length:
-            return ids, False
+        full_length = len(ids)
+        if full_length <= self.max_length:
+            return ids, 0
         if task.content_field not in task.fields:
             raise TaskError(f"task {task.name}: row {where} is {len(ids)} tokens > max_length={self.max_length} "
                             f"and content_field {task.content_field!r} is not in the prompt, so nothing may be cut")
@@ -78,7 +80,7 @@ class ClassificationEncoder:
             keep = content[drop:] if task.truncate_side == "left" else content[:len(content) - drop]
             ids = tok.encode(task.render(tok, {**row, task.content_field: tok.decode(keep)}, where))
             if len(ids) <= self.max_length:
-                return ids, True
+                return ids, full_length - len(ids)
             drop += len(ids) - self.max_length
 
     def __call__(self, row: Mapping[str, Any], where: str = "", require_label: bool = True) -> Encoded:
@@ -87,14 +89,14 @@ class ClassificationEncoder:
             positive = int(self.task.label_of(row, where))
         else:
             positive = -1
-        ids, truncated = self.prompt_ids(row, where)
+        ids, cut = self.prompt_ids(row, where)
         label_id = self.positive_id if positive == 1 else self.negative_id
         targets = _shifted(ids, label_id)   # the last prompt position predicts the label
         weights = np.zeros(len(ids), np.float32)
         weights[-1] = 1.0
         return Encoded(np.asarray(ids, np.int32), targets, weights, label_position=len(ids) - 1,
                        label=positive, positive_id=self.positive_id, negative_id=self.negative_id,
-                       task_id=self.task_id, kind=CLASSIFICATION, truncated=truncated)
+                       task_id=self.task_id, kind=CLASSIFICATION, truncated=cut > 0, truncated_tokens=cut)
 
 
 class InstructionEncoder:
@@ -133,7 +135,8 @@ class InstructionEncoder:
 
     def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
         ids, mask = self._ids_and_mask(self.task.chat(row, where), where)
-        truncated = len(ids) > self.max_length
+        cut = max(len(ids) - self.max_length, 0)
+        truncated = cut > 0
         if truncated:  # keep the beginning of the conversation; the cut tail is counted
             ids, mask = ids[:self.max_length], mask[:self.max_length]
         weights = np.asarray(mask[1:] + [0], np.float32)   # weight of targets[t] = mask of tokens[t+1]
@@ -144,7 +147,7 @@ class InstructionEncoder:
             raise TaskError(f"task {self.task.name}: row {where}: the chat template marks no assistant token "
                             f"(is an assistant turn empty?)")
         return Encoded(np.asarray(ids, np.int32), _shifted(ids, self.tok.pad_id), weights,
-                       task_id=self.task_id, kind=INSTRUCTION, truncated=truncated)
+                       task_id=self.task_id, kind=INSTRUCTION, truncated=truncated, truncated_tokens=cut)
 
 
 # ------------------------------------------------------------------ fixed shapes

@@ -11,14 +11,59 @@ exactly the batches of an uninterrupted one.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import grain
 import numpy as np
 import optax
 
+from monitor_jax.errors import ConfigError
+
 Schedule = Callable[[np.ndarray | int], np.ndarray]
-SCHEDULES = ("constant", "linear", "cosine", "staged", "sequential")
+# Each schedule kind and the parameters it takes (`optax_schedule` below).
+SCHEDULE_PARAMS = {"constant": ("value",), "linear": ("start", "end", "steps"), "cosine": ("start", "end", "steps"),
+                   "staged": ("boundaries", "values"), "sequential": ("switch_step",)}
+SCHEDULES = tuple(SCHEDULE_PARAMS)
+
+
+def check_schedule(spec: Mapping[str, Any], key: str, unit_interval: bool) -> None:
+    """A ConfigError naming `key.param` for an unknown kind or parameter, a bad type, or (for a ratio,
+    `unit_interval`) a value outside [0, 1]; weights must be >= 0. Nothing is clamped later."""
+    kind = spec.get("kind")
+    if kind not in SCHEDULE_PARAMS:
+        raise ConfigError(f"{key}.kind={kind!r}; choose one of {SCHEDULES}")
+    allowed = SCHEDULE_PARAMS[kind]
+    for name in spec:
+        if name != "kind" and name not in allowed:
+            raise ConfigError(f"{key}.{name} is not a parameter of a {kind} schedule (it takes {', '.join(allowed)})")
+
+    def number(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}.{name}={value!r} must be a number")
+        if unit_interval and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key}.{name}={value!r} is outside [0, 1]: a mixing ratio is the fraction of each "
+                              f"batch that is classification rows")
+        if not unit_interval and value < 0:
+            raise ConfigError(f"{key}.{name}={value!r} must be >= 0")
+        return float(value)
+
+    for name in ("value", "start", "end"):
+        if name in spec and name in allowed:
+            number(name, spec[name])
+    for name in ("steps", "switch_step"):
+        if name in spec and (isinstance(spec[name], bool) or not isinstance(spec[name], int)
+                             or spec[name] < (1 if name == "steps" else 0)):
+            raise ConfigError(f"{key}.{name}={spec[name]!r} must be an integer >= {1 if name == 'steps' else 0}")
+    if kind == "staged":
+        values, boundaries = list(spec.get("values", ())), list(spec.get("boundaries", ()))
+        for i, v in enumerate(values):
+            number(f"values[{i}]", v)
+        if len(values) != len(boundaries) + 1:
+            raise ConfigError(f"{key}: a staged schedule has one more value than boundaries; got {len(values)} "
+                              f"values and {len(boundaries)} boundaries")
+        if any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in boundaries) or \
+                boundaries != sorted(set(boundaries)):
+            raise ConfigError(f"{key}.boundaries={boundaries} must be increasing positive step numbers")
 
 
 def optax_schedule(kind: str, *, value: float = 0.5, start: float = 1.0, end: float = 0.0, steps: int = 1,
@@ -48,9 +93,19 @@ def optax_schedule(kind: str, *, value: float = 0.5, start: float = 1.0, end: fl
 
 
 def make_schedule(kind: str, **kw) -> Schedule:
-    """r(step) in [0, 1]: the fraction of each batch that is classification rows (host side, numpy)."""
+    """r(step) in [0, 1]: the fraction of each batch that is classification rows (host side, numpy).
+
+    Values outside [0, 1] are an error, never clamped (configs are checked by `check_schedule` first); only
+    float rounding of the cosine's ends (1e-9) is absorbed.
+    """
     sched = optax_schedule(kind, **kw)
-    return lambda step: np.clip(np.broadcast_to(np.asarray(sched(step), np.float64), np.shape(step)), 0.0, 1.0)
+
+    def ratio(step):
+        r = np.broadcast_to(np.asarray(sched(step), np.float64), np.shape(step))
+        if not np.all((r >= -1e-9) & (r <= 1 + 1e-9)):
+            raise ValueError(f"mixing schedule {kind} {kw} gives ratios outside [0, 1]: {np.unique(r[(r < 0) | (r > 1)])}")
+        return np.clip(r, 0.0, 1.0)
+    return ratio
 
 
 def classification_rows(schedule: Schedule, steps: np.ndarray, batch_size: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor_jax.data.encode import ClassificationEncoder, Encoded, InstructionEncoder, pack, pad
 from monitor_jax.data.mixing import ScheduledMixture, Schedule
+from monitor_jax.errors import DataError
 
 
 class ListSource:
@@ -43,7 +44,7 @@ def _describe(source, i: int) -> str:
 def shuffled_indices(n: int, seed: int) -> grain.MapDataset:
     """0..n-1, reshuffled every epoch, forever (grain reseeds the shuffle per epoch)."""
     if n == 0:
-        raise ValueError("a training source has no rows")
+        raise DataError("a training source has no rows")
     return grain.MapDataset.range(n).shuffle(seed=seed).repeat()
 
 
@@ -147,6 +148,9 @@ def open_rows(spec: Mapping[str, Any]):
     if spec.get("kind") == "demo":
         from monitor_jax.data import demo
 
+        missing = [k for k in ("domain", "split") if k not in spec]
+        if missing:
+            raise DataError(f"demo source {spec} lacks {missing}")
         domain, split, n = spec["domain"], spec["split"], spec.get("n")
         rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == "demo_instruct"
                 else demo.demo_rows(domain, split, seed=spec.get("seed", 0), n=n))

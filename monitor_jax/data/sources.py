@@ -26,13 +26,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from monitor_jax.errors import DataError  # noqa: F401  (re-exported for callers)
+
 logger = logging.getLogger("monitor_jax.data")
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
-
-
-class DataError(ValueError):
-    """A data file or data config is wrong; the message says where and how."""
 
 
 def _expand_paths(path_or_paths: PathOrPaths) -> list[str]:
@@ -102,6 +100,15 @@ class _Source:
             self[i]
 
 
+class _NonJsonConstant(ValueError):
+    pass
+
+
+def _reject_constant(name: str):
+    # Python's json reads NaN and Infinity, which JSON does not have; they would reach scores and outputs.
+    raise _NonJsonConstant(name)
+
+
 class JsonlSource(_Source):
     """Rows of one or several JSONL files (paths or glob patterns), in file order.
 
@@ -152,9 +159,12 @@ class JsonlSource(_Source):
             f.seek(start)
             line = f.read(end - start)
         try:
-            row = json.loads(line)
+            row = json.loads(line.rstrip(b"\r\n"), parse_constant=_reject_constant)
         except json.JSONDecodeError as e:
             raise DataError(f"{self.describe(i)}: invalid JSON: {e.msg} at column {e.colno}") from e
+        except _NonJsonConstant as e:
+            raise DataError(f"{self.describe(i)}: invalid JSON: {e} is not a JSON value (use null or a "
+                            f"number)") from None
         except UnicodeDecodeError as e:
             raise DataError(f"{self.describe(i)}: not valid UTF-8: {e}") from e
         if not isinstance(row, dict):

@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
+from monitor_jax.errors import TaskError  # noqa: F401  (re-exported for callers)
+
 # Row label values accepted as positive / negative unless a task gives its own map.
 DEFAULT_LABELS: tuple[tuple[Any, bool], ...] = ((True, True), (False, False), (1, True), (0, False))
-
-
-class TaskError(ValueError):
-    """A task is misconfigured for its tokenizer or its rows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +60,10 @@ class ClassificationTask:
         if missing:
             raise TaskError(f"task {self.name}: row {where} lacks field(s) {missing} its prompt uses; "
                             f"fields present: {sorted(row)}")
+        for f in self.fields:   # a list or null would render as its Python repr: never what was meant
+            if isinstance(row[f], bool) or not isinstance(row[f], (str, int, float)):
+                raise TaskError(f"task {self.name}: row {where} field {f!r} is {type(row[f]).__name__} "
+                                f"{str(row[f])[:40]!r}; the prompt needs text")
         return [{"role": role, "content": template.format_map({f: row[f] for f in self.fields})}
                 for role, template in self.messages]
 
@@ -100,6 +102,9 @@ class InstructionTask:
                 isinstance(m, Mapping) and "role" in m and "content" in m for m in msgs):
             raise TaskError(f"task {self.name}: row {where} field {self.messages_field!r} must be a non-empty "
                             f"list of {{'role', 'content'}} messages; fields present: {sorted(row)}")
+        if not all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in msgs):
+            raise TaskError(f"task {self.name}: row {where} field {self.messages_field!r}: every message's role "
+                            f"and content must be strings")
         if not any(m["role"] == "assistant" for m in msgs):
             raise TaskError(f"task {self.name}: row {where} has no assistant turn, so nothing to learn from")
         return [{"role": m["role"], "content": m["content"]} for m in msgs]

@@ -14,6 +14,7 @@ import numpy as np
 from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, Encoded
 from monitor_jax.data.pipeline import open_rows
+from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.metrics import MetricError, monitor_metrics
 from monitor_jax.eval.scoring import Scorer
 
@@ -69,6 +70,12 @@ class Evaluator:
             scored = self.scorer.score_all(params, s.examples)
             log_odds = np.array([x.log_odds for x in scored])
             probs = np.array([x.p_positive for x in scored])
+            bad = np.flatnonzero(~np.isfinite(log_odds))
+            if bad.size:
+                row = s.rows[bad[0]]
+                raise NonFiniteError(f"eval task {s.task.name}: {bad.size} of {len(log_odds)} scores are not finite "
+                                     f"(first: row {bad[0]}, id {row.get('id', bad[0])!r}, score "
+                                     f"{log_odds[bad[0]]}); the parameters or the inputs are broken")
             labels = s.labels
             eps = 1e-7
             loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
@@ -82,10 +89,12 @@ class Evaluator:
             except MetricError as e:
                 raise MetricError(f"eval task {s.task.name}: {e}") from None
             out.append(dict(task=s.task.name, domain=s.task.domain, heldout=s.heldout, n=len(labels),
-                            truncated=s.truncated, loss=loss, metrics=metrics, log_odds=log_odds, p_positive=probs,
+                            truncated=s.truncated, truncated_tokens=[ex.truncated_tokens for ex in s.examples],
+                            loss=loss, metrics=metrics, log_odds=log_odds, p_positive=probs,
                             labels=labels, ids=[r.get("id", i) for i, r in enumerate(s.rows)]))
             flat[f"eval/{s.task.name}/auroc"] = metrics["auroc"]["value"]
             flat[f"eval/{s.task.name}/loss"] = loss
+            flat[f"eval/{s.task.name}/truncated"] = s.truncated
             if s.heldout:
                 heldout.append(metrics["auroc"]["value"])
         flat["eval/mean_auroc"] = float(np.mean([t["metrics"]["auroc"]["value"] for t in out]))

@@ -11,9 +11,7 @@ from typing import Callable, Mapping
 import numpy as np
 from sklearn import metrics as skm
 
-
-class MetricError(ValueError):
-    """Metrics cannot be computed on these labels (e.g. only one class present)."""
+from monitor_jax.errors import MetricError  # noqa: F401  (re-exported for callers)
 
 
 def _check(labels: np.ndarray, scores: np.ndarray, what: str = "") -> None:

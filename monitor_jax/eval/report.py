@@ -14,8 +14,25 @@ def _prompt(task) -> str:
     return " / ".join(f"{role}: {text}" for role, text in task.messages)
 
 
-def write_report(result: dict[str, Any], tasks: dict[str, Any], out_dir: str | Path, title: str = "") -> Path:
-    """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir`; returns it."""
+def _finite_or_null(x: Any) -> Any:
+    """JSON has no NaN: a metric that is undefined (an interval without bootstrap) is written as null."""
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_null(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_report(result: dict[str, Any], tasks: dict[str, Any], out_dir: str | Path, title: str = "",
+                 source: str = "") -> Path:
+    """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir`; returns it.
+
+    `title` names what was evaluated (e.g. "checkpoint step 450"); `source` is where its parameters came from.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = []
@@ -24,31 +41,35 @@ def write_report(result: dict[str, Any], tasks: dict[str, Any], out_dir: str | P
         table.append(dict(task=t["task"], domain=t["domain"], heldout=t["heldout"], prompt=_prompt(task),
                           positive=task.positive, negative=task.negative, n=t["n"], truncated=t["truncated"],
                           loss=t["loss"], metrics=t["metrics"]))
-    (out / "report.json").write_text(json.dumps(dict(title=title, step=result["step"], tasks=table,
-                                                     summary=result["flat"]), indent=2, default=float))
-    lines = [f"# {title or 'Evaluation'} (step {result['step']})", "",
-             "| task | domain | held out | n | " + " | ".join(HEADLINE) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
+    report = dict(title=title, source=source, step=result["step"], tasks=table, summary=result["flat"])
+    (out / "report.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False))
+    lines = [f"# {title or 'Evaluation'}", "", f"Parameters: {source or title}; training step {result['step']}.", "",
+             "| task | domain | held out | n | truncated | " + " | ".join(HEADLINE) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
     for row in table:
         cells = []
         for k in HEADLINE:
             m = row["metrics"][k]
             cells.append(f"{m['value']:.3f}" + (f" [{m['low']:.3f}, {m['high']:.3f}]" if np.isfinite(m["low"]) else ""))
         lines.append(f"| {row['task']} | {row['domain']} | {'yes' if row['heldout'] else 'no'} | {row['n']} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Prompts:", ""] + [f"- `{row['task']}`: {row['prompt']!r} → {row['positive']!r} / "
-                                      f"{row['negative']!r}" for row in table]
+                     f"{row['truncated']} | " + " | ".join(cells) + " |")
+    lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket.",
+              "", "Prompts:", ""] + [f"- `{row['task']}`: {row['prompt']!r} → {row['positive']!r} / "
+                                     f"{row['negative']!r}" for row in table]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     with open(out / "scores.jsonl", "w") as f:
         for t in result["tasks"]:
             for i, rid in enumerate(t["ids"]):
                 f.write(json.dumps(dict(id=rid, task=t["task"], label=int(t["labels"][i]),
-                                        score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]))) + "\n")
+                                        score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]),
+                                        truncated=int(t["truncated_tokens"][i])), allow_nan=False) + "\n")
     plot_roc(result, out / "roc.png", title)
     return out
 
 
 def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +84,9 @@ def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"{title or 'ROC'} — step {result['step']} (solid: held out)")
+    # Wrapped: a long checkpoint path must not run off the figure.
+    heading = f"{title or 'ROC at training step ' + str(result['step'])}; solid: held-out domains"
+    ax.set_title("\n".join(textwrap.wrap(heading, 60)), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

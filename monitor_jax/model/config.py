@@ -23,6 +23,7 @@ ARCHITECTURES = {
 }
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")              # parameter and compute dtypes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,14 @@ class ModelConfig:
     source_path: str = ""                   # the checkpoint directory it was imported from
 
     def __post_init__(self):
+        for name in ("vocab_size", "embed_dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
+                     "max_positions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("norm_eps", "rope_theta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
         if self.family not in MODEL_TYPES:
             raise ValueError(f"family {self.family!r} is not supported; supported: {sorted(MODEL_TYPES)}")
         if self.num_heads % self.num_kv_heads:

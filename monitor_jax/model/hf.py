@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from monitor_jax.errors import CheckpointError  # noqa: F401  (re-exported for callers)
 from monitor_jax.model.config import ModelConfig
 from monitor_jax.model.create import abstract_model, variable_sharding
 from monitor_jax.model.transformer import Transformer
@@ -34,10 +35,6 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json",
                    "generation_config.json")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model its config.json describes."""
 
 
 # A transform is "copy", "flat" (HF keeps the heads dims flattened) or an int
@@ -99,6 +96,13 @@ def to_hf(array: np.ndarray, transform) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ import
+def _listing(items, limit: int = 8) -> str:
+    """One line: the first `limit` items, then how many more."""
+    items = list(items)
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
 def _tensor_files(path: Path) -> dict[str, Path]:
     """HF tensor name -> file holding it."""
     index = path / INDEX_FILE
@@ -130,8 +134,13 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
     config_file = path / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{config_file} does not exist: a Hugging Face checkpoint directory has config.json")
-    cfg = ModelConfig.from_hf(json.loads(config_file.read_text()), param_dtype=param_dtype,
-                              dtype=dtype or param_dtype, source_path=str(path.resolve()), **overrides)
+    try:
+        cfg = ModelConfig.from_hf(json.loads(config_file.read_text()), param_dtype=param_dtype,
+                                  dtype=dtype or param_dtype, source_path=str(path.resolve()), **overrides)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_file} line {e.lineno}: invalid JSON ({e.msg})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
     graphdef, abs_state = nnx.split(abstract_model(cfg))
     flat = dict(nnx.to_flat_state(abs_state))
     names = hf_names(cfg)
@@ -142,9 +151,9 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
     missing = [(hf_key, hf_shape(flat[our].shape, names[our][1])) for hf_key, our in wanted.items()
                if hf_key not in files]
     if missing:
-        lines = "\n".join(f"  {k}: expected shape {s}" for k, s in missing)
         raise CheckpointError(f"checkpoint {path} is missing {len(missing)} tensor(s) that {cfg.family} "
-                              f"with this config.json needs:\n{lines}")
+                              f"with this config.json needs: " + _listing(f"{k} (expected shape {s})"
+                                                                          for k, s in missing))
     optional = {"lm_head.weight"} if cfg.tie_embeddings else set()
     unexpected = sorted(k for k in files if k not in wanted and k not in optional
                         and not k.endswith(_IGNORED_SUFFIXES))
@@ -156,9 +165,9 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
         for k in unexpected:
             with safe_open(files[k], framework="numpy") as st:
                 shapes[k] = tuple(st.get_slice(k).get_shape())
-        lines = "\n".join(f"  {k}: shape {shapes[k]}" for k in unexpected)
         raise CheckpointError(f"checkpoint {path} has {len(unexpected)} tensor(s) that {cfg.family} with this "
-                              f"config.json does not use:\n{lines}")
+                              f"config.json does not use: " + _listing(f"{k} (shape {shapes[k]})"
+                                                                       for k in unexpected))
     for f, keys in by_file.items():
         with safe_open(f, framework="numpy") as st:
             for hf_key in keys:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from monitor_jax.errors import CheckpointError
+
 # ChatML, as Qwen uses. `{% generation %}` marks assistant content so that
 # `return_assistant_tokens_mask` can put the instruction loss on it alone.
 CHATML_TEMPLATE = (
@@ -57,7 +59,7 @@ class Tokenizer:
     def chat(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
         """The chat template rendered as text (tokenize it with `encode`)."""
         if not self.hf.chat_template:
-            raise ValueError(f"tokenizer {self.hf.name_or_path!r} has no chat template; add one to "
+            raise CheckpointError(f"tokenizer {self.hf.name_or_path!r} has no chat template; add one to "
                              "tokenizer_config.json or chat_template.jinja")
         return self.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
@@ -70,8 +72,12 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     from transformers import AutoTokenizer
 
     if not Path(path).is_dir():
-        raise FileNotFoundError(f"tokenizer directory {path} does not exist (monitor_jax never downloads)")
-    return Tokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+        raise CheckpointError(f"tokenizer directory {path} does not exist (monitor_jax never downloads)")
+    try:
+        return Tokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"tokenizer directory {path} could not be loaded: {first}") from e
 
 
 def build_tokenizer(path: str | os.PathLike, texts: Iterable[str], vocab_size: int = 1024,

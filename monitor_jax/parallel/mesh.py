@@ -7,6 +7,8 @@ from typing import Sequence
 import jax
 from jax.sharding import AxisType, Mesh
 
+from monitor_jax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -20,15 +22,18 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
+    if any(not isinstance(v, int) or v == 0 or v < -1 for v in sizes):
+        raise ConfigError(f"mesh: data={data}, fsdp={fsdp}, tensor={tensor}; each axis is a positive size or -1 "
+                          f"(the rest of the devices)")
     if sizes.count(-1) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
+        raise ConfigError(f"mesh: at most one axis may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"mesh: {len(devices)} devices are not divisible by the fixed axes "
+            raise ConfigError(f"mesh: {len(devices)} devices are not divisible by the fixed axes "
                              f"(data={data}, fsdp={fsdp}, tensor={tensor})")
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {len(devices)} devices "
+        raise ConfigError(f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {len(devices)} devices "
                          f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}); set one axis to -1 to fill")
     return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)

@@ -21,10 +21,11 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 from tqdm import tqdm
 
+from monitor_jax import checkpoints
 from monitor_jax.config import validate
+from monitor_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import make_schedule, optax_schedule
@@ -40,7 +41,7 @@ from monitor_jax.train.step import LossConfig, TrainState, init_state, jit_train
 log = logging.getLogger("monitor_jax.train")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(NonFiniteError):
     """The loss became NaN or Inf; the run stopped and kept its last good checkpoint."""
 
 
@@ -65,12 +66,22 @@ def build_model(c: ml_collections.ConfigDict, mesh, tokenizer: Tokenizer):
                      attention=c.model.attention, attention_block=c.model.attention_block)
     if c.model.hf_path:
         model, cfg = load_hf(c.model.hf_path, mesh=mesh, **overrides)
-        if cfg.vocab_size < tokenizer.vocab_size:
-            raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer size {tokenizer.vocab_size} "
-                             f"({c.model.hf_path})")
+        check_vocab(cfg.vocab_size, tokenizer, c.model.hf_path)
         return model
-    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **dict(c.model.config), **overrides)
+    try:
+        cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **dict(c.model.config), **overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.config: {e}") from None
     return create_model(cfg, mesh=mesh, seed=c.seed)
+
+
+def check_vocab(model_vocab: int, tokenizer: Tokenizer, model_path: str) -> None:
+    """Every token id must index the embedding: an id past it reads NaN (jnp.take's fill), silently."""
+    if model_vocab < tokenizer.vocab_size:
+        raise CheckpointError(f"model {model_path} has a vocabulary of {model_vocab} but the tokenizer "
+                              f"{tokenizer.hf.name_or_path} has {tokenizer.vocab_size} tokens: ids {model_vocab}.."
+                              f"{tokenizer.vocab_size - 1} fall outside the embedding; use the checkpoint's own "
+                              f"tokenizer (model.tokenizer)")
 
 
 def build_train_data(c: ml_collections.ConfigDict, tokenizer: Tokenizer) -> grain.MapDataset:
@@ -92,6 +103,12 @@ def build_train_data(c: ml_collections.ConfigDict, tokenizer: Tokenizer) -> grai
                          process_count=jax.process_count())
 
 
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -99,13 +116,8 @@ def _sync(name: str) -> None:
 
 
 def checkpoint_manager(c: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    policies = [LatestN(c.train.keep)]
-    if c.train.best_metric:
-        metric = c.train.best_metric
-        policies.append(BestN(get_metric_fn=lambda m: m[metric], reverse=c.train.best_mode == "min", n=1))
-    options = ocp.CheckpointManagerOptions(preservation_policy=AnyPreservationPolicy(policies),
-                                           enable_async_checkpointing=True)
-    return ocp.CheckpointManager(Path(c.workdir).resolve() / "checkpoints", options=options)
+    return checkpoints.manager(Path(c.workdir).resolve() / "checkpoints", keep=c.train.keep,
+                               best_metric=c.train.best_metric, best_mode=c.train.best_mode)
 
 
 class MetricsWriter:
@@ -162,15 +174,17 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
     evaluator = Evaluator.from_config(c, tokenizer, graphdef, mesh) if c.eval.tasks else None
 
     mngr = checkpoint_manager(c)
-    start = 0
-    if mngr.latest_step() is not None:
-        start = mngr.latest_step()
-        restored = mngr.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
+    abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    # A damaged newest checkpoint is skipped (moved aside, with a warning) when an older one restores.
+    start, restored = checkpoints.restore_newest_intact(
+        mngr, lambda: ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                         data=grain.checkpoint.CheckpointRestore(data_iter)), c.workdir)
+    if restored is not None:
         state = restored["state"]
         log.info("resumed from %s at step %d", mngr.directory, start)
-    elif jax.process_index() == 0:
+    else:
+        start = 0
+    if start == 0 and jax.process_index() == 0:
         Path(c.workdir).mkdir(parents=True, exist_ok=True)
         (Path(c.workdir) / "config.json").write_text(c.to_json_best_effort(indent=2))
 
@@ -184,8 +198,18 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
     task_names = [item["task"] for item in c.data.classification] + (
         [dict(c.data.instruction)["task"]] if c.data.instruction else [])
     truncated = {name: 0 for name in task_names}
-    preempted = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+    # SIGTERM (preemption, `kubectl delete`, Slurm) and SIGINT (Ctrl-C in a notebook or TPU VM shell): finish
+    # the step, save, and return status "preempted" (the CLI exits EXIT_PREEMPTED so orchestrators retry).
+    # A second Ctrl-C interrupts at once.
+    preempted: list[str] = []
+
+    def on_signal(signum, frame):
+        if signum == signal.SIGINT and preempted:
+            raise KeyboardInterrupt
+        preempted.append(signal.Signals(signum).name)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, on_signal) for s in handled} if _main_thread() else {}
 
     def save(step: int, eval_metrics: dict | None, force: bool = False) -> None:
         metrics = {k: v for k, v in (eval_metrics or {}).items() if isinstance(v, float)}
@@ -193,6 +217,8 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
             state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
             config=ocp.args.JsonSave(json.loads(c.to_json_best_effort()))),
             metrics=metrics or None, force=force)
+        # orbax finished every earlier save before starting this one: seal those (the integrity record).
+        checkpoints.seal_completed(mngr, exclude=(step,))
 
     eval_before = evaluator.run(state.params, step=start) if evaluator and start == 0 else None
     if eval_before:
@@ -257,15 +283,17 @@ def train(c: ml_collections.ConfigDict) -> RunResult:
                     save(done, eval_metrics, force=True)
                 if preempted:
                     status = "preempted"
-                    log.warning("SIGTERM: saved step %d and stopped", done)
+                    log.warning("%s: saved step %d and stopped; run the same command to resume", preempted[0], done)
                     break
             if pending is not None:
                 last_metrics = check(pending)
     finally:
         bar.close()
         mngr.wait_until_finished()
+        checkpoints.seal_completed(mngr)
         mngr.close()
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         writer.close()
     final_step = int(jax.device_get(state.step))
     if status == "finished" and final_step < c.train.steps:
