@@ -28,18 +28,16 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
     from configs.demo import get_config
+    from monitor_jax import assemble
     from monitor_jax.data.mixing import optax_schedule
-    from monitor_jax.parallel import make_mesh
     from monitor_jax.parallel.multihost import global_batch
-    from monitor_jax.train.optimizer import adamw
     from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
-    from monitor_jax.train.trainer import build_model, build_tokenizer, build_train_data
 
     c = get_config()
     c.workdir = tempfile.mkdtemp()
-    tokenizer, _ = build_tokenizer(c)
+    tokenizer, _ = assemble.tokenizer(c)
     t0 = time.perf_counter()
-    data = build_train_data(c, tokenizer)          # includes the length pass of the packed stream
+    data = assemble.train_data(c, tokenizer)          # includes the length pass of the packed stream
     setup_s = time.perf_counter() - t0
     B = c.train.batch_size
     t0 = time.perf_counter()
@@ -47,9 +45,9 @@ def main():
         batch = data[s]
     data_s = (time.perf_counter() - t0) / args.steps
 
-    mesh = make_mesh(**dict(c.mesh))
-    model = build_model(c, mesh, tokenizer)
-    optimizer = adamw(c.optim, c.train.steps)
+    mesh = assemble.mesh(c)
+    model = assemble.model(c, mesh, tokenizer)
+    optimizer = assemble.optimizer(c)
     state = init_state(model, optimizer, mesh)
     step_fn = make_train_step(nnx.graphdef(model), optimizer, LossConfig(chunk_size=c.loss.chunk_size),
                               optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))

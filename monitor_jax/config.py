@@ -14,6 +14,7 @@ import numpy as np
 
 from monitor_jax.data.mixing import check_schedule, classification_rows, make_schedule
 from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for callers)
+from monitor_jax.eval.evaluator import unique_names
 from monitor_jax.model.attention import KERNELS
 from monitor_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
 from monitor_jax.train.losses import NORMALIZATIONS
@@ -67,6 +68,9 @@ CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.r
            "train.best_mode": ("max", "min")}
 
 
+EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name"}
+
+
 def _get(c: ml_collections.ConfigDict, key: str) -> Any:
     for part in key.split("."):
         c = c[part]
@@ -101,10 +105,22 @@ def _check_sources(c: ml_collections.ConfigDict) -> None:
         for key in ("task", "source"):
             if key not in c.data.instruction:
                 raise ConfigError(f"data.instruction lacks {key!r} (has {sorted(c.data.instruction)})")
+
+
+def _check_eval_items(c: ml_collections.ConfigDict) -> None:
     for i, item in enumerate(c.eval.tasks):
         for key in ("task", "source"):
             if key not in item:
                 raise ConfigError(f"eval.tasks[{i}] lacks {key!r} (has {sorted(item)})")
+        unknown = sorted(set(item) - EVAL_ITEM_KEYS)
+        if unknown:
+            raise ConfigError(f"eval.tasks[{i}] has unknown key(s) {unknown}; an eval item takes "
+                              f"{sorted(EVAL_ITEM_KEYS)}")
+    names = unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"eval.tasks: the name(s) {dupes} are given to several items; names must be unique "
+                          f"(they key the report rows and the eval/NAME/... metrics)")
 
 
 def _check_mixing(c: ml_collections.ConfigDict) -> None:
@@ -170,6 +186,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
                         remat=c.model.remat, attention=c.model.attention, attention_block=c.model.attention_block)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model.config: {e}") from None
+    _check_eval_items(c)
     if not training:
         return
     t = c.train
@@ -188,9 +205,10 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     if t.best_metric:
         if not (c.eval.tasks and c.eval.every):
             raise ConfigError(f"train.best_metric={t.best_metric!r} needs eval.tasks and eval.every")
+        names = unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
         known = ["eval/mean_auroc"] + (["eval/mean_heldout_auroc"] if any(
             item.get("heldout") for item in c.eval.tasks) else []) + [
-            f"eval/{item['task']}/{m}" for item in c.eval.tasks for m in ("auroc", "loss")]
+            f"eval/{name}/{m}" for name in names for m in ("auroc", "loss", "label_mass")]
         if t.best_metric not in known:
             raise ConfigError(f"train.best_metric={t.best_metric!r} is not an eval metric of this config; "
                               f"choose one of {known}")

@@ -1,4 +1,4 @@
-"""One CLI: train, eval, score, export.
+"""One CLI: parse the flags, dispatch to monitor_jax/commands/NAME.py, turn user errors into exit codes.
 
     python -m monitor_jax.main train  --config=configs/demo.py [--config.train.steps=100 ...]
     python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR[:best] | STEP_DIR | HF_DIR]
@@ -29,9 +29,9 @@ from typing import Any
 from absl import flags
 from ml_collections import config_flags
 
+from monitor_jax.commands import COMMANDS   # names only: a command's module is imported on dispatch
 from monitor_jax.errors import EXIT_USER_ERROR, ConfigError, MonitorError
 
-COMMANDS = ("train", "eval", "score", "export")
 USAGE = f"usage: python -m monitor_jax.main {{{','.join(COMMANDS)}}} --config=FILE [--config.KEY=VALUE ...]"
 
 
@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
     maybe_initialize_distributed()
     from monitor_jax import commands
 
-    return getattr(commands, rest[1])(holder.value, flag_values)
+    return commands.get(rest[1])(holder.value, flag_values)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -42,3 +42,13 @@ def small_tokenizer(tmp_path_factory):
     from monitor_jax.model.tokenizer import build_tokenizer
 
     return build_tokenizer(tmp_path_factory.mktemp("tok"), SMALL_CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(tmp_path_factory):
+    """The demo suite's tokenizer directory (built locally from the demo corpus)."""
+    from monitor_jax.data.demo import build_demo_tokenizer
+
+    path = tmp_path_factory.mktemp("demo_tok")
+    build_demo_tokenizer(path)
+    return str(path)

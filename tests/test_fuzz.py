@@ -26,7 +26,7 @@ FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadlin
 def scoring(tmp_path_factory):
     from flax import nnx
 
-    from monitor_jax.commands import Loaded
+    from monitor_jax.assemble import Loaded
     from monitor_jax.data import tasks
     from monitor_jax.data.demo import build_demo_tokenizer
     from monitor_jax.eval.scoring import Scorer
@@ -72,7 +72,7 @@ LINE = st.one_of(VALID, VALID, VALID, WRONG, TRUNCATED, RANDOM_BYTES, NON_JSON_C
 @FUZZ
 @given(lines=st.one_of(st.lists(VALID, min_size=1, max_size=12), st.lists(LINE, min_size=1, max_size=12)))
 def test_every_jsonl_input_scores_row_for_row_or_names_its_line(scoring, lines):
-    from monitor_jax.commands import score_file
+    from monitor_jax.commands.score import score_file
 
     loaded, scorer, task, root = scoring
     path, out = root / "rows.jsonl", root / "scores.jsonl"

@@ -237,6 +237,27 @@ def test_eval_report_names_the_checkpoint_step(capsys, trained):
     assert "| truncated |" in md
 
 
+def test_every_evaluation_inside_train_writes_the_report_eval_writes(trained):
+    """Before: `train` evaluated but wrote only metrics.jsonl; the report needed a separate `eval`."""
+    for step, title in ((0, "# before training (step 0)"), (3, "# checkpoint step 3"), (6, "# checkpoint step 6")):
+        report = trained / "eval" / str(step)
+        for name in ("report.json", "report.md", "roc.png", "scores.jsonl"):
+            assert (report / name).stat().st_size > 0, (step, name)
+        assert (report / "report.md").read_text().startswith(title + "\n")
+        assert json.loads((report / "report.json").read_text())["step"] == step
+
+
+def test_eval_and_score_show_progress(capsys, tmp_path, trained):
+    """Before: a long evaluation ran in silence."""
+    _, _, err = cli(capsys, "eval", workdir=trained)
+    # 6 sets of 32 rows and agent_danger's 100 calibration rows
+    assert re.search(r"eval \(step 6\): +\d+%\|.*\| \d+/292 \[.*row/s\]", err), err[-2000:]
+    rows = _rows(tmp_path / "rows.jsonl", [{"text": f"how do I label a flask {i}"} for i in range(5)])
+    _, _, err = cli(capsys, "score", "--task=chem_harm", f"--input={rows}", f"--output={tmp_path / 's.jsonl'}",
+                    workdir=trained)
+    assert re.search(r"score: 100%\|.*\| 5/5 \[.*row/s\]", err), err[-2000:]
+
+
 # ------------------------------------------------------------------ corrupt checkpoints
 def _largest_data_file(step_dir: Path) -> Path:
     return max((p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
@@ -260,7 +281,7 @@ def test_a_corrupt_checkpoint_is_an_error_naming_the_directory_and_file(capsys, 
 
 
 def test_resume_skips_a_corrupt_latest_checkpoint_and_matches_the_uninterrupted_run(tmp_path, trained, caplog):
-    from monitor_jax.train.trainer import train
+    from monitor_jax.commands.train import train
 
     tok = str(trained / "tokenizer")
     straight = train(run_config(tmp_path / "straight", tok, steps=6))
@@ -283,7 +304,7 @@ def test_resume_skips_a_corrupt_latest_checkpoint_and_matches_the_uninterrupted_
 
 
 def test_a_checkpoint_that_no_longer_fits_the_config_is_an_error_and_nothing_moves(tmp_path, trained):
-    from monitor_jax.train.trainer import train
+    from monitor_jax.commands.train import train
 
     tok = str(trained / "tokenizer")
     train(run_config(tmp_path / "run", tok, steps=4))

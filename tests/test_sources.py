@@ -257,8 +257,20 @@ def test_open_source_factory(tmp_path):
     assert jsonl[3]["text"] == "prompt 3" and parquet[3] == ROWS[3]
     with pytest.raises(DataError, match=re.escape("source kind 'csv' is not one of ['jsonl', 'parquet', 'tfds']")):
         open_source({"kind": "csv", "path_or_paths": "x.csv"})
-    with pytest.raises(DataError, match="missing a required argument: 'path_or_paths'; a jsonl source takes"):
-        open_source({"kind": "jsonl", "path": str(path)})
+    with pytest.raises(DataError, match="missing a required argument: 'path'; a jsonl source takes"):
+        open_source({"kind": "jsonl", "fields": {}})
+
+
+def test_jsonl_and_parquet_specs_take_path_as_a_file_a_glob_or_a_list(tmp_path):
+    """Configs write {"kind": "jsonl", "path": ...} (before: only `path_or_paths` was accepted)."""
+    write_jsonl(tmp_path / "a.jsonl", ROWS[:4])
+    write_jsonl(tmp_path / "b.jsonl", ROWS[4:])
+    assert len(open_source({"kind": "jsonl", "path": str(tmp_path / "a.jsonl")})) == 4
+    assert len(open_source({"kind": "jsonl", "path": str(tmp_path / "*.jsonl")})) == len(ROWS)
+    both = open_source({"kind": "jsonl", "path": [str(tmp_path / "b.jsonl"), str(tmp_path / "a.jsonl")]})
+    assert [both[i]["id"] for i in range(len(ROWS))] == [r["id"] for r in ROWS[4:] + ROWS[:4]]
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "t.parquet")
+    assert len(open_source({"kind": "parquet", "path": str(tmp_path / "t.parquet")})) == len(ROWS)
 
 
 def test_sources_pickle_and_work_under_grain(tmp_path, jsonl_dir):

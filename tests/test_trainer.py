@@ -14,19 +14,11 @@ import pytest
 
 from monitor_jax.config import ConfigError, validate
 from monitor_jax.errors import EXIT_PREEMPTED, TaskError
-from monitor_jax.train.trainer import NonFiniteLoss, train
+from monitor_jax.commands.train import train
+from monitor_jax.train.trainer import NonFiniteLoss
 from tests.train_helpers import run_config as tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def demo_tokenizer(tmp_path_factory):
-    from monitor_jax.data.demo import build_demo_tokenizer
-
-    path = tmp_path_factory.mktemp("demo_tok")
-    build_demo_tokenizer(path)
-    return str(path)
 
 
 def _hashes(workdir):

@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor_jax.data.encode import ClassificationEncoder, Encoded, InstructionEncoder, pack, pad
 from monitor_jax.data.mixing import ScheduledMixture, Schedule
+from monitor_jax.data.sources import describe
 from monitor_jax.errors import DataError
 
 
@@ -37,10 +38,6 @@ class ListSource:
         return f"{self.name} row {i}"
 
 
-def _describe(source, i: int) -> str:
-    return source.describe(i) if hasattr(source, "describe") else f"row {i}"
-
-
 def shuffled_indices(n: int, seed: int) -> grain.MapDataset:
     """0..n-1, reshuffled every epoch, forever (grain reseeds the shuffle per epoch)."""
     if n == 0:
@@ -52,7 +49,7 @@ def encoded_stream(source, encoder: Callable[[Mapping, str], Encoded], length: i
                    seed: int) -> grain.MapDataset:
     """Infinite stream of padded examples of one source."""
     return shuffled_indices(len(source), seed).map(
-        lambda i: pad(encoder(source[i], _describe(source, i)), length, pad_id))
+        lambda i: pad(encoder(source[i], describe(source, i)), length, pad_id))
 
 
 class PackedStream(grain.MapDataset):
@@ -68,7 +65,7 @@ class PackedStream(grain.MapDataset):
         self.source, self.encoder, self.length, self.pad_id = source, encoder, length, pad_id
         self.order = shuffled_indices(len(source), seed)
         self.n = len(source)
-        self.lengths = np.array([len(encoder(source[i], _describe(source, i))) for i in range(self.n)])
+        self.lengths = np.array([len(encoder(source[i], describe(source, i))) for i in range(self.n)])
         self._epoch_starts = [0]   # first pack index of each epoch computed so far
         self._lock = threading.Lock()  # grain prefetches elements from several threads
 
@@ -108,7 +105,7 @@ class PackedStream(grain.MapDataset):
         bounds = self._packs(e)
         k = j - self._epoch_starts[e]
         idx = [self.order[e * self.n + m] for m in range(bounds[k], bounds[k + 1])]
-        return pack([self.encoder(self.source[i], _describe(self.source, i)) for i in idx], self.length, self.pad_id)
+        return pack([self.encoder(self.source[i], describe(self.source, i)) for i in idx], self.length, self.pad_id)
 
 
 def stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -116,10 +116,10 @@ class JsonlSource(_Source):
     asked for. A blank line is an error (never skipped); a final newline is fine.
     """
 
-    def __init__(self, path_or_paths: PathOrPaths, fields: Mapping[str, str] | None = None,
+    def __init__(self, path: PathOrPaths, fields: Mapping[str, str] | None = None,
                  required: Sequence[str] = ()):
         super().__init__(fields, required)
-        self.paths = _expand_paths(path_or_paths)
+        self.paths = _expand_paths(path)
         # Per file: byte offset of each line start, plus the file size, so line j is
         # bytes [offsets[j], offsets[j + 1]). Since blank lines are errors, row j is line j + 1.
         self._offsets = [self._index(path) for path in self.paths]
@@ -182,12 +182,12 @@ class ParquetSource(_Source):
     List-of-struct columns (chat `messages`) come back as lists of dicts.
     """
 
-    def __init__(self, path_or_paths: PathOrPaths, fields: Mapping[str, str] | None = None,
+    def __init__(self, path: PathOrPaths, fields: Mapping[str, str] | None = None,
                  required: Sequence[str] = ()):
         import pyarrow.parquet as pq
 
         super().__init__(fields, required)
-        self.paths = _expand_paths(path_or_paths)
+        self.paths = _expand_paths(path)
         # One entry per row group over all files: (file index, group index, first row in the file).
         self._groups: list[tuple[int, int, int]] = []
         group_starts = [0]
@@ -337,10 +337,18 @@ class FilteredSource:
 SOURCE_KINDS = {"jsonl": JsonlSource, "parquet": ParquetSource, "tfds": TfdsSource}
 
 
+def describe(source, i: int) -> str:
+    """Where row i of any source comes from ("data.jsonl line 3"), for error messages."""
+    return source.describe(i) if hasattr(source, "describe") else f"row {i}"
+
+
 def open_source(spec: Mapping[str, Any]):
-    """A source from a config dict: {"kind": "jsonl" | "parquet" | "tfds", **constructor arguments}."""
+    """A source from a config dict: {"kind": "jsonl" | "parquet", "path": file, glob or list, ...} or
+    {"kind": "tfds", "name", "split", ...}: the constructor's arguments."""
     kwargs = dict(spec)
     kind = kwargs.pop("kind", None)
+    if "path_or_paths" in kwargs and "path" not in kwargs:   # the argument's earlier name
+        kwargs["path"] = kwargs.pop("path_or_paths")
     if kind not in SOURCE_KINDS:
         raise DataError(f"source kind {kind!r} is not one of {sorted(SOURCE_KINDS)} (source spec: {dict(spec)})")
     cls = SOURCE_KINDS[kind]

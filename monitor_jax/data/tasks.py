@@ -122,8 +122,8 @@ def register(task: Task, overwrite: bool = False) -> Task:
 
 
 def get(name: str) -> Task:
-    if name not in _REGISTRY:
-        from monitor_jax.data import demo  # noqa: F401  (registers the demo suite's tasks)
+    """A registered task. Modules register their tasks when imported (the demo suite: monitor_jax.data.demo;
+    monitor_jax.assemble.TASK_LIBRARIES lists the ones a run imports)."""
     if name not in _REGISTRY:
         raise TaskError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[name]

@@ -1,31 +1,41 @@
-"""Evaluation of configured tasks: encode once, score with the jitted scorer, compute metrics.
+"""Evaluation of eval sets: encode once, score with the jitted scorer, compute metrics.
 
 Held-out domains and prompt variants are the same thing here: a task (prompt)
-over a source (rows). The mean AUROC over tasks marked `heldout` is the usual
+over a source (rows), under a name unique in the run (the task's name unless
+two sets share it). The mean AUROC over sets marked `heldout` is the usual
 selection metric for checkpoints.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from typing import Any, Sequence
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
-from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, Encoded
-from monitor_jax.data.pipeline import open_rows
+from monitor_jax.data.sources import describe
+from monitor_jax.data.tasks import ClassificationTask
 from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.metrics import MetricError, monitor_metrics
-from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.scoring import Scored, Scorer
+
+log = logging.getLogger("monitor_jax.eval")
+# Below this mean P(positive) + P(negative) at the answer position, the model would mostly write something
+# other than the two labels: their log-odds then say little about what the model "thinks" (docs/tasks.md).
+LABEL_MASS_WARNING = 0.5
 
 
 @dataclasses.dataclass
 class EvalSet:
-    task: Any
+    name: str                                   # unique in the run: report rows, metric keys
+    task: ClassificationTask
     heldout: bool
     rows: list[dict]
     examples: list[Encoded]
-    calibration: list[Encoded] | None = None   # rows the accuracy threshold is chosen on
+    calibration: list[Encoded] | None = None    # rows the accuracy threshold is chosen on
 
     @property
     def labels(self) -> np.ndarray:
@@ -36,67 +46,93 @@ class EvalSet:
         return sum(ex.truncated for ex in self.examples)
 
 
-def _where(source, i: int) -> str:
-    return source.describe(i) if hasattr(source, "describe") else f"row {i}"
+def unique_names(tasks: Sequence[str], names: Sequence[str | None]) -> list[str]:
+    """Each set's name: its own, else its task's, with `#2`, `#3`... when a task is used again."""
+    out, seen = [], {}
+    for task, name in zip(tasks, names):
+        if not name:
+            seen[task] = seen.get(task, 0) + 1
+            name = task if seen[task] == 1 else f"{task}#{seen[task]}"
+        out.append(name)
+    return out
+
+
+def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source, encoder: ClassificationEncoder,
+                  max_rows: int = 0, calibration=None) -> EvalSet:
+    """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source."""
+    n = len(source) if not max_rows else min(len(source), max_rows)
+    rows = [source[i] for i in range(n)]
+    examples = [encoder(row, describe(source, i)) for i, row in enumerate(rows)]
+    cal = [encoder(calibration[i], describe(calibration, i)) for i in range(len(calibration))] if calibration else None
+    return EvalSet(name, task, heldout, rows, examples, cal)
 
 
 class Evaluator:
-    def __init__(self, sets: list[EvalSet], scorer: Scorer, bootstrap: int = 0):
-        self.sets, self.scorer, self.bootstrap = sets, scorer, bootstrap
+    """Scores every set; `check_label_mass` (pretrained models) warns once per set when the model puts
+    little probability on the two labels."""
 
-    @classmethod
-    def from_config(cls, c, tokenizer, graphdef, mesh, bootstrap: int | None = None) -> "Evaluator":
-        scorer = Scorer(graphdef, mesh, c.eval.batch_size, tuple(c.eval.buckets), tokenizer.pad_id)
-        sets = []
-        for item in c.eval.tasks:
-            task = task_registry.get(item["task"])
-            source = open_rows(item["source"])
-            n = len(source) if not c.eval.max_rows else min(len(source), c.eval.max_rows)
-            enc = ClassificationEncoder(task, tokenizer, scorer.max_length)
-            rows = [source[i] for i in range(n)]
-            examples = [enc(row, _where(source, i)) for i, row in enumerate(rows)]
-            calibration = None
-            if item.get("calibration"):
-                cal = open_rows(item["calibration"])
-                calibration = [enc(cal[i], _where(cal, i)) for i in range(len(cal))]
-            sets.append(EvalSet(task, bool(item.get("heldout", False)), rows, examples, calibration))
-        return cls(sets, scorer, c.eval.bootstrap if bootstrap is None else bootstrap)
+    def __init__(self, sets: list[EvalSet], scorer: Scorer, bootstrap: int = 0, check_label_mass: bool = False):
+        self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
+        self._warned: set[str] = set()
+
+    def _score(self, params, examples: list[Encoded], bar) -> list[Scored]:
+        out = []
+        for s in self.scorer.score(params, examples):
+            out.append(s)
+            bar.update(1)
+        return sorted(out, key=lambda s: s.index)
 
     def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
-        """{"tasks": [per-task dict with metrics and scores], "flat": {"eval/...": float}}."""
-        samples = 0 if bootstrap is None else bootstrap
+        """{"tasks": [per-set dict with metrics and scores], "flat": {"eval/NAME/...": float}}.
+
+        `bootstrap`: resamples for the 95% intervals (default: the evaluator's own count).
+        """
+        samples = self.bootstrap if bootstrap is None else bootstrap
+        total = sum(len(s.examples) + len(s.calibration or ()) for s in self.sets)
         out, flat, heldout = [], {}, []
-        for s in self.sets:
-            scored = self.scorer.score_all(params, s.examples)
-            log_odds = np.array([x.log_odds for x in scored])
-            probs = np.array([x.p_positive for x in scored])
-            bad = np.flatnonzero(~np.isfinite(log_odds))
-            if bad.size:
-                row = s.rows[bad[0]]
-                raise NonFiniteError(f"eval task {s.task.name}: {bad.size} of {len(log_odds)} scores are not finite "
-                                     f"(first: row {bad[0]}, id {row.get('id', bad[0])!r}, score "
-                                     f"{log_odds[bad[0]]}); the parameters or the inputs are broken")
-            labels = s.labels
-            eps = 1e-7
-            loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
-            calibration = None
-            if s.calibration:
-                cal = self.scorer.score_all(params, s.calibration)
-                calibration = (np.array([ex.label for ex in s.calibration]), np.array([x.log_odds for x in cal]))
-            try:
-                metrics = monitor_metrics(labels, log_odds, probs, calibration=calibration, samples=samples,
-                                          seed=step)
-            except MetricError as e:
-                raise MetricError(f"eval task {s.task.name}: {e}") from None
-            out.append(dict(task=s.task.name, domain=s.task.domain, heldout=s.heldout, n=len(labels),
-                            truncated=s.truncated, truncated_tokens=[ex.truncated_tokens for ex in s.examples],
-                            loss=loss, metrics=metrics, log_odds=log_odds, p_positive=probs,
-                            labels=labels, ids=[r.get("id", i) for i, r in enumerate(s.rows)]))
-            flat[f"eval/{s.task.name}/auroc"] = metrics["auroc"]["value"]
-            flat[f"eval/{s.task.name}/loss"] = loss
-            flat[f"eval/{s.task.name}/truncated"] = s.truncated
-            if s.heldout:
-                heldout.append(metrics["auroc"]["value"])
+        with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
+                  leave=False) as bar:
+            for s in self.sets:
+                scored = self._score(params, s.examples, bar)
+                log_odds = np.array([x.log_odds for x in scored])
+                probs = np.array([x.p_positive for x in scored])
+                bad = np.flatnonzero(~np.isfinite(log_odds))
+                if bad.size:
+                    row = s.rows[bad[0]]
+                    raise NonFiniteError(f"eval set {s.name}: {bad.size} of {len(log_odds)} scores are not finite "
+                                         f"(first: row {bad[0]}, id {row.get('id', bad[0])!r}, score "
+                                         f"{log_odds[bad[0]]}); the parameters or the inputs are broken")
+                label_mass = float(np.mean([x.label_mass for x in scored]))
+                if self.check_label_mass and label_mass < LABEL_MASS_WARNING and s.name not in self._warned:
+                    self._warned.add(s.name)
+                    log.warning("eval set %s: the model puts %.3f of its probability on the labels %r/%r at the "
+                                "answer position (mean over rows): it would mostly write something else, so the "
+                                "log-odds are a weak monitor signal; check the label strings (docs/tasks.md)",
+                                s.name, label_mass, s.task.positive, s.task.negative)
+                labels = s.labels
+                eps = 1e-7
+                loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
+                calibration = None
+                if s.calibration:
+                    cal = self._score(params, s.calibration, bar)
+                    calibration = (np.array([ex.label for ex in s.calibration]), np.array([x.log_odds for x in cal]))
+                try:
+                    metrics = monitor_metrics(labels, log_odds, probs, calibration=calibration, samples=samples,
+                                              seed=step)
+                except MetricError as e:
+                    raise MetricError(f"eval set {s.name}: {e}") from None
+                out.append(dict(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout,
+                                prompt=s.task.messages, positive=s.task.positive, negative=s.task.negative,
+                                n=len(labels), truncated=s.truncated,
+                                truncated_tokens=[ex.truncated_tokens for ex in s.examples], loss=loss,
+                                label_mass=label_mass, metrics=metrics, log_odds=log_odds, p_positive=probs,
+                                labels=labels, ids=[r.get("id", i) for i, r in enumerate(s.rows)]))
+                flat[f"eval/{s.name}/auroc"] = metrics["auroc"]["value"]
+                flat[f"eval/{s.name}/loss"] = loss
+                flat[f"eval/{s.name}/label_mass"] = label_mass
+                flat[f"eval/{s.name}/truncated"] = s.truncated
+                if s.heldout:
+                    heldout.append(metrics["auroc"]["value"])
         flat["eval/mean_auroc"] = float(np.mean([t["metrics"]["auroc"]["value"] for t in out]))
         if heldout:
             flat["eval/mean_heldout_auroc"] = float(np.mean(heldout))

@@ -5,13 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 HEADLINE = ("auroc", "average_precision", "accuracy", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "brier", "ece")
 
 
-def _prompt(task) -> str:
-    return " / ".join(f"{role}: {text}" for role, text in task.messages)
+def _prompt(messages) -> str:
+    return " / ".join(f"{role}: {text}" for role, text in messages)
 
 
 def _finite_or_null(x: Any) -> Any:
@@ -27,40 +28,41 @@ def _finite_or_null(x: Any) -> Any:
     return x
 
 
-def write_report(result: dict[str, Any], tasks: dict[str, Any], out_dir: str | Path, title: str = "",
-                 source: str = "") -> Path:
-    """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir`; returns it.
+def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", source: str = "") -> Path:
+    """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir` (process 0); returns it.
 
-    `title` names what was evaluated (e.g. "checkpoint step 450"); `source` is where its parameters came from.
+    `result` is `Evaluator.run`'s; `title` names what was evaluated (e.g. "checkpoint step 450"); `source` is
+    where its parameters came from. `eval` and every evaluation inside `train` write through here.
     """
     out = Path(out_dir)
+    if jax.process_index() != 0:
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    table = []
-    for t in result["tasks"]:
-        task = tasks[t["task"]]
-        table.append(dict(task=t["task"], domain=t["domain"], heldout=t["heldout"], prompt=_prompt(task),
-                          positive=task.positive, negative=task.negative, n=t["n"], truncated=t["truncated"],
-                          loss=t["loss"], metrics=t["metrics"]))
+    table = [dict(name=t["name"], task=t["task"], domain=t["domain"], heldout=t["heldout"],
+                  prompt=_prompt(t["prompt"]), positive=t["positive"], negative=t["negative"], n=t["n"],
+                  truncated=t["truncated"], label_mass=t["label_mass"], loss=t["loss"], metrics=t["metrics"])
+             for t in result["tasks"]]
     report = dict(title=title, source=source, step=result["step"], tasks=table, summary=result["flat"])
     (out / "report.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False))
     lines = [f"# {title or 'Evaluation'}", "", f"Parameters: {source or title}; training step {result['step']}.", "",
-             "| task | domain | held out | n | truncated | " + " | ".join(HEADLINE) + " |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
+             "| eval set | domain | held out | n | truncated | label mass | " + " | ".join(HEADLINE) + " |",
+             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
     for row in table:
         cells = []
         for k in HEADLINE:
             m = row["metrics"][k]
             cells.append(f"{m['value']:.3f}" + (f" [{m['low']:.3f}, {m['high']:.3f}]" if np.isfinite(m["low"]) else ""))
-        lines.append(f"| {row['task']} | {row['domain']} | {'yes' if row['heldout'] else 'no'} | {row['n']} | "
-                     f"{row['truncated']} | " + " | ".join(cells) + " |")
-    lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket.",
-              "", "Prompts:", ""] + [f"- `{row['task']}`: {row['prompt']!r} → {row['positive']!r} / "
-                                     f"{row['negative']!r}" for row in table]
+        lines.append(f"| {row['name']} | {row['domain']} | {'yes' if row['heldout'] else 'no'} | {row['n']} | "
+                     f"{row['truncated']} | {row['label_mass']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket. "
+              "Label mass: mean P(positive) + P(negative) over the vocabulary at the answer position.",
+              "", "Prompts:", ""] + [f"- `{row['name']}` (task `{row['task']}`): {row['prompt']!r} → "
+                                     f"{row['positive']!r} / {row['negative']!r}" for row in table]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     with open(out / "scores.jsonl", "w") as f:
         for t in result["tasks"]:
             for i, rid in enumerate(t["ids"]):
-                f.write(json.dumps(dict(id=rid, task=t["task"], label=int(t["labels"][i]),
+                f.write(json.dumps(dict(id=rid, name=t["name"], task=t["task"], label=int(t["labels"][i]),
                                         score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]),
                                         truncated=int(t["truncated_tokens"][i])), allow_nan=False) + "\n")
     plot_roc(result, out / "roc.png", title)
@@ -80,7 +82,7 @@ def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
     for t in result["tasks"]:
         fpr, tpr, _ = roc_curve(t["labels"], t["log_odds"])
         style = "-" if t["heldout"] else "--"
-        ax.plot(fpr, tpr, style, label=f"{t['task']} (AUROC {t['metrics']['auroc']['value']:.3f})")
+        ax.plot(fpr, tpr, style, label=f"{t['name']} (AUROC {t['metrics']['auroc']['value']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -20,23 +20,23 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from monitor_jax.data.encode import Encoded
+from monitor_jax.model.answer import answer_logits
 from monitor_jax.parallel.multihost import global_batch
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
 
 
 def score_batch(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> dict:
-    """Per row: log-odds, P(positive) over the two labels, and P(positive) over the vocabulary."""
+    """Per row: log-odds, P(positive) over the two labels, and P(positive), P(negative) over the vocabulary
+    (their sum is the mass the model puts on the two labels: low means it would write something else)."""
     model = nnx.merge(graphdef, params)
     hidden_BxTxD = model.hidden_states(batch["tokens"], segment_ids=batch["segment_ids"])
-    pos_B = batch["label_position"]
-    hidden_BxD = jnp.take_along_axis(hidden_BxTxD, pos_B[:, None, None], axis=1)[:, 0]
-    logits_BxV = model.unembed(hidden_BxD)
-    pos_logit_B = jnp.take_along_axis(logits_BxV, batch["positive_id"][:, None], axis=1)[:, 0]
-    neg_logit_B = jnp.take_along_axis(logits_BxV, batch["negative_id"][:, None], axis=1)[:, 0]
+    logits_BxV, pos_logit_B, neg_logit_B = answer_logits(model.unembed, hidden_BxTxD, batch["label_position"],
+                                                         batch["positive_id"], batch["negative_id"])
     log_odds_B = pos_logit_B - neg_logit_B
+    norm_B = jax.nn.logsumexp(logits_BxV, axis=-1)
     return dict(log_odds=log_odds_B, p_positive=jax.nn.sigmoid(log_odds_B),
-                p_positive_vocab=jnp.exp(pos_logit_B - jax.nn.logsumexp(logits_BxV, axis=-1)))
+                p_positive_vocab=jnp.exp(pos_logit_B - norm_B), p_negative_vocab=jnp.exp(neg_logit_B - norm_B))
 
 
 @dataclasses.dataclass
@@ -45,6 +45,12 @@ class Scored:
     log_odds: float
     p_positive: float
     p_positive_vocab: float
+    p_negative_vocab: float = 0.0
+
+    @property
+    def label_mass(self) -> float:
+        """P(positive) + P(negative) over the whole vocabulary at the answer position."""
+        return self.p_positive_vocab + self.p_negative_vocab
 
 
 class Scorer:
@@ -93,8 +99,8 @@ class Scorer:
         sl = slice(self.process * local, (self.process + 1) * local)
         out = self._score(params, global_batch({k: v[sl] for k, v in arrays.items()}, self.mesh, self.rules))
         out = jax.device_get(out)
-        return [Scored(idx, float(out["log_odds"][r]), float(out["p_positive"][r]),
-                       float(out["p_positive_vocab"][r])) for r, (idx, _) in enumerate(rows[:n])]
+        return [Scored(idx, float(out["log_odds"][r]), float(out["p_positive"][r]), float(out["p_positive_vocab"][r]),
+                       float(out["p_negative_vocab"][r])) for r, (idx, _) in enumerate(rows[:n])]
 
     def score(self, params, examples: Iterable[Encoded]) -> Iterator[Scored]:
         """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket."""

@@ -122,6 +122,12 @@ class ModelConfig:
         """ModelConfig from a config.json dict; `overrides` set dtype, remat, rules."""
         archs = hf.get("architectures") or []
         family = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
+        if family is None and not archs:
+            # Some converters write no `architectures`; transformers then goes by `model_type`, and so do we.
+            family = {t: f for f, t in MODEL_TYPES.items()}.get(hf.get("model_type"))
+            if family is None:
+                raise ValueError(f"config.json has no architectures and model_type={hf.get('model_type')!r} is "
+                                 f"not supported; supported: {sorted(MODEL_TYPES.values())}")
         if family is None:
             raise ValueError(f"config.json architectures={archs} is not supported; supported: "
                              f"{sorted(ARCHITECTURES)}")

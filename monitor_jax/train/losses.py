@@ -9,14 +9,11 @@ and normalisations combine exactly.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
 from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION
-
-Unembed = Callable[[jax.Array], jax.Array]   # hidden [..., D] -> float32 logits [..., V]
+from monitor_jax.model.answer import Unembed, answer_logits
 NORMALIZATIONS = ("per_source", "pooled")
 
 
@@ -28,11 +25,9 @@ def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, 
     """
     is_cls_B = batch["kind"] == CLASSIFICATION
     pos_B = jnp.maximum(batch["label_position"], 0)
-    hidden_BxD = jnp.take_along_axis(hidden_BxTxD, pos_B[:, None, None], axis=1)[:, 0]
-    logits_BxV = unembed(hidden_BxD)
+    logits_BxV, pos_logit_B, neg_logit_B = answer_logits(unembed, hidden_BxTxD, pos_B, batch["positive_id"],
+                                                         batch["negative_id"])
     target_B = jnp.take_along_axis(batch["targets"], pos_B[:, None], axis=1)[:, 0]
-    pos_logit_B = jnp.take_along_axis(logits_BxV, batch["positive_id"][:, None], axis=1)[:, 0]
-    neg_logit_B = jnp.take_along_axis(logits_BxV, batch["negative_id"][:, None], axis=1)[:, 0]
     target_logit_B = jnp.take_along_axis(logits_BxV, target_B[:, None], axis=1)[:, 0]
     if two_token:
         norm_B = jnp.logaddexp(pos_logit_B, neg_logit_B)

@@ -1,6 +1,8 @@
 """optax AdamW with warmup + decay, clipping and a weight-decay mask."""
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import optax
 
@@ -25,8 +27,22 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def adamw(optim, steps: int) -> optax.GradientTransformation:
-    """From the `optim` config: lr, warmup_steps, decay, end_factor, b1, b2, eps, weight_decay, clip_norm."""
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The `optim` config block: AdamW with warmup + decay and global-norm clipping (0 = off)."""
+    lr: float = 1e-5
+    warmup_steps: int = 0
+    decay: str = "cosine"
+    end_factor: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+
+
+def adamw(optim: OptimConfig, steps: int) -> optax.GradientTransformation:
+    """AdamW over `steps` steps with the learning-rate schedule and clipping of `optim`."""
     schedule = learning_rate(optim.lr, steps, optim.warmup_steps, optim.decay, optim.end_factor)
     chain = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
     chain.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,

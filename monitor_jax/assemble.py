@@ -1,0 +1,231 @@
+"""Config -> the pieces every command uses. The one place that reads the config and builds things.
+
+Commands (monitor_jax/commands/) call these and hand typed pieces to the
+library: the trainer loop, the evaluator, the scorer, the sampler never see the
+config. Nothing else builds a mesh, a tokenizer, a model, a train state, a
+checkpoint manager, or restores parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh
+
+from monitor_jax import checkpoints
+from monitor_jax.data import tasks as task_registry
+from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
+from monitor_jax.data.mixing import make_schedule, optax_schedule
+from monitor_jax.data.pipeline import open_rows, train_batches
+from monitor_jax.errors import CheckpointError, ConfigError
+from monitor_jax.eval.evaluator import Evaluator, make_eval_set, unique_names
+from monitor_jax.eval.scoring import Scorer
+from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
+from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
+from monitor_jax.parallel import make_mesh
+from monitor_jax.train.optimizer import OptimConfig, adamw
+from monitor_jax.train.step import LossConfig, TrainState, init_state, make_train_step
+
+Config = ml_collections.ConfigDict
+# The task registry's extension point: modules that register tasks when imported. Configs name tasks from
+# these (and from any module their config file imports).
+TASK_LIBRARIES = ("monitor_jax.data.demo",)
+
+
+def register_tasks() -> None:
+    for module in TASK_LIBRARIES:
+        importlib.import_module(module)
+
+
+def task(name: str):
+    register_tasks()
+    return task_registry.get(name)
+
+
+# ------------------------------------------------------------------ mesh, tokenizer, model
+def mesh(c: Config) -> Mesh:
+    return make_mesh(**dict(c.mesh))
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def tokenizer(c: Config) -> tuple[Tokenizer, str]:
+    """(tokenizer, its directory): `model.tokenizer`, else the checkpoint's; "demo" builds the demo's."""
+    if c.model.tokenizer == "demo":
+        from monitor_jax.data import demo
+
+        path = Path(c.workdir) / "tokenizer"
+        if not (path / "tokenizer.json").exists():
+            if jax.process_index() == 0:
+                demo.build_demo_tokenizer(path)
+            _sync("demo tokenizer")
+        return load_tokenizer(path), str(path)
+    path = c.model.tokenizer or c.model.hf_path
+    return load_tokenizer(path), str(path)
+
+
+def check_vocab(model_vocab: int, tok: Tokenizer, model_path: str) -> None:
+    """Every token id must index the embedding: an id past it reads NaN (jnp.take's fill), silently."""
+    if model_vocab < tok.vocab_size:
+        raise CheckpointError(f"model {model_path} has a vocabulary of {model_vocab} but the tokenizer "
+                              f"{tok.hf.name_or_path} has {tok.vocab_size} tokens: ids {model_vocab}.."
+                              f"{tok.vocab_size - 1} fall outside the embedding; use the checkpoint's own "
+                              f"tokenizer (model.tokenizer)")
+
+
+def _model_overrides(c: Config) -> dict[str, Any]:
+    return dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat,
+                attention=c.model.attention, attention_block=c.model.attention_block)
+
+
+def model(c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
+    """`model.hf_path` imported onto the mesh, else a random init (`model.config`, the tokenizer's vocabulary)."""
+    if c.model.hf_path:
+        m, cfg = load_hf(c.model.hf_path, mesh=device_mesh, **_model_overrides(c))
+        check_vocab(cfg.vocab_size, tok, c.model.hf_path)
+        return m
+    try:
+        cfg = ModelConfig(vocab_size=tok.vocab_size, **dict(c.model.config), **_model_overrides(c))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.config: {e}") from None
+    return create_model(cfg, mesh=device_mesh, seed=c.seed)
+
+
+# ------------------------------------------------------------------ training pieces
+def optimizer(c: Config) -> optax.GradientTransformation:
+    return adamw(OptimConfig(**dict(c.optim)), c.train.steps)
+
+
+def train_state(m: Transformer, opt: optax.GradientTransformation, device_mesh: Mesh) -> TrainState:
+    return init_state(m, opt, device_mesh)
+
+
+def train_step(c: Config, graphdef: nnx.GraphDef, opt: optax.GradientTransformation):
+    """The (unjitted) step function: losses, mixing weights and optimiser from the config."""
+    loss_cfg = LossConfig(normalization=c.loss.normalization, two_token=c.loss.two_token,
+                          chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum,
+                          instruction=bool(c.data.instruction))
+    return make_train_step(graphdef, opt, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
+                           optax_schedule(**dict(c.loss.sft_weight)))
+
+
+def task_names(c: Config) -> list[str]:
+    """The training sources' task names, indexed by the batches' `task_id`."""
+    return [item["task"] for item in c.data.classification] + (
+        [dict(c.data.instruction)["task"]] if c.data.instruction else [])
+
+
+def train_data(c: Config, tok: Tokenizer) -> grain.MapDataset:
+    """Batch s is this process's slice of global step s (exact scheduled mixture, grain)."""
+    length = c.data.max_length
+    cls = []
+    for k, item in enumerate(c.data.classification):
+        cls.append((open_rows(item["source"]), ClassificationEncoder(task(item["task"]), tok, length, task_id=k),
+                    float(item.get("weight", 1.0))))
+    instr = None
+    if c.data.instruction:
+        item = dict(c.data.instruction)
+        instr = (open_rows(item["source"]), InstructionEncoder(task(item["task"]), tok, length, task_id=len(cls)),
+                 bool(item.get("pack", False)))
+    return train_batches(cls, instr, make_schedule(**dict(c.data.mixing)), batch_size=c.train.batch_size,
+                         num_steps=c.train.steps, length=length, pad_id=tok.pad_id, seed=c.data.seed,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def data_iterator(data: grain.MapDataset):
+    return data.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)).__iter__()
+
+
+# ------------------------------------------------------------------ checkpoints
+def checkpoint_manager(c: Config) -> ocp.CheckpointManager:
+    return checkpoints.manager(Path(c.workdir).resolve() / "checkpoints", keep=c.train.keep,
+                               best_metric=c.train.best_metric, best_mode=c.train.best_mode)
+
+
+def resume(c: Config, mngr: ocp.CheckpointManager, state: TrainState, data_iter) -> tuple[int, TrainState]:
+    """The full train state and the data iterator's position from the newest intact checkpoint, if any."""
+    abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    start, restored = checkpoints.restore_newest_intact(
+        mngr, lambda: ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                         data=grain.checkpoint.CheckpointRestore(data_iter)), c.workdir)
+    if restored is None:
+        return 0, state
+    return start, restored["state"]
+
+
+def save_args(c: Config, state: TrainState, data_iter) -> ocp.args.Composite:
+    """What a checkpoint holds: the train state, the data iterator's position, the config."""
+    return ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+                              config=ocp.args.JsonSave(json.loads(c.to_json_best_effort())))
+
+
+@dataclasses.dataclass
+class Loaded:
+    """Parameters to evaluate, score or export, and where they came from."""
+    graphdef: Any
+    params: Any
+    mesh: Any
+    tokenizer: Any
+    tokenizer_dir: str
+    description: str            # where the parameters came from
+    step: int | None            # the orbax step; None for a Hugging Face directory or the base model
+    rules: Any = None           # the model's logical-axis sharding rules
+    pretrained: bool = False    # from a Hugging Face checkpoint (model.hf_path or --checkpoint=HF_DIR)
+
+
+def params(c: Config, checkpoint: str = "") -> Loaded:
+    """Parameters only, from `--checkpoint` (monitor_jax.checkpoints.resolve): the optimiser state is never read."""
+    ref = checkpoints.resolve(checkpoint, c.workdir, c.train.best_metric, c.train.best_mode)
+    device_mesh = mesh(c)
+    tok, tok_dir = tokenizer(c)
+    if ref.kind == "hf":
+        m, cfg = load_hf(ref.path, mesh=device_mesh, **_model_overrides(c))
+        check_vocab(cfg.vocab_size, tok, str(ref.path))
+        return Loaded(nnx.graphdef(m), nnx.state(m, nnx.Param), device_mesh, tok, tok_dir, ref.describe(), None,
+                      rules=m.cfg.sharding_rules, pretrained=True)
+    m = model(c, device_mesh, tok)
+    graphdef, p = nnx.graphdef(m), nnx.state(m, nnx.Param)
+    if ref.kind == "orbax":
+        p = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, p))
+    description = ref.describe() if ref.kind == "orbax" else (
+        f"base model {c.model.hf_path}" if c.model.hf_path else "base model (untrained)")
+    return Loaded(graphdef, p, device_mesh, tok, tok_dir, description, ref.step, rules=m.cfg.sharding_rules,
+                  pretrained=bool(c.model.hf_path))
+
+
+# ------------------------------------------------------------------ evaluation
+def scorer(c: Config, graphdef: nnx.GraphDef, device_mesh: Mesh, rules, pad_id: int) -> Scorer:
+    """Length-bucketed scorer, sharded by the model's own rules (as in training)."""
+    return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules)
+
+
+def eval_names(c: Config) -> list[str]:
+    items = list(c.eval.tasks)
+    return unique_names([item["task"] for item in items], [item.get("name") for item in items])
+
+
+def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, rules,
+              check_label_mass: bool) -> Evaluator:
+    """Every `eval.tasks` item encoded once (held-out domains and prompt variants alike)."""
+    sc = scorer(c, graphdef, device_mesh, rules, tok.pad_id)
+    sets = []
+    for name, item in zip(eval_names(c), c.eval.tasks):
+        t = task(item["task"])
+        enc = ClassificationEncoder(t, tok, sc.max_length)
+        calibration = open_rows(item["calibration"]) if item.get("calibration") else None
+        sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
+                                  c.eval.max_rows, calibration))
+    return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass)

@@ -1,0 +1,12 @@
+"""One module per CLI command; each defines `run(config, flags) -> exit code` over assembled pieces.
+
+A new command is a new module here plus its name in COMMANDS; `monitor_jax.main` only parses and dispatches.
+"""
+import importlib
+
+COMMANDS = ("train", "eval", "score", "export")
+
+
+def get(name: str):
+    """The command's `run` function."""
+    return importlib.import_module(f"monitor_jax.commands.{name}").run

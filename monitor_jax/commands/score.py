@@ -1,0 +1,79 @@
+"""`score`: score a JSONL file with one task's prompt, streaming, one output row per input row."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+from tqdm import tqdm
+
+from monitor_jax import assemble
+from monitor_jax.config import validate
+from monitor_jax.data.encode import ClassificationEncoder
+from monitor_jax.data.sources import JsonlSource
+from monitor_jax.errors import EXIT_OK, ConfigError, NonFiniteError
+
+
+def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_path: str) -> dict[str, int]:
+    """Score every row of a JSONL file with `task`'s prompt, streaming; returns the counts.
+
+    One output row per input row: id, index (the 0-based input line), task, score (log-odds), p_positive,
+    truncated (tokens cut from the content field to fit the largest bucket; 0 if none), label if the row has
+    one. Rows are written as their batch completes to OUTPUT.partial, renamed to OUTPUT when every row is
+    scored; a bad row or a non-finite score stops the command naming the input line.
+    """
+    source = JsonlSource(input_path)
+    enc = ClassificationEncoder(task, loaded.tokenizer, scorer.max_length)
+    cut: dict[int, int] = {}
+
+    def examples():
+        for i in range(len(source)):
+            ex = enc(source[i], source.describe(i), require_label=False)
+            cut[i] = ex.truncated_tokens
+            yield ex
+
+    partial = f"{output_path}.partial"
+    writer = open(partial, "w") if jax.process_index() == 0 else None
+    counts = dict(rows=0, truncated=0)
+    try:
+        with jax.set_mesh(loaded.mesh), tqdm(total=len(source), desc="score", unit="row",
+                                             disable=jax.process_index() != 0) as bar:
+            for s in scorer.score(loaded.params, examples()):
+                if not (math.isfinite(s.log_odds) and math.isfinite(s.p_positive)):
+                    raise NonFiniteError(f"{source.describe(s.index)}: the score is {s.log_odds} with "
+                                         f"{loaded.description}; stopped ({counts['rows']} rows were written "
+                                         f"to {partial})")
+                counts["rows"] += 1
+                counts["truncated"] += cut[s.index] > 0
+                bar.update(1)
+                if writer is None:
+                    continue
+                row = source[s.index]
+                out = dict(id=row.get("id", s.index), index=s.index, task=task.name, score=s.log_odds,
+                           p_positive=s.p_positive, truncated=cut.pop(s.index))
+                if task.label_field in row:
+                    out["label"] = int(task.label_of(row, source.describe(s.index)))
+                writer.write(json.dumps(out, allow_nan=False) + "\n")
+    finally:
+        if writer is not None:
+            writer.close()
+    if counts["rows"] != len(source):   # a scorer that lost a row must never look like success
+        raise RuntimeError(f"scored {counts['rows']} of {len(source)} rows of {input_path}")
+    if writer is not None:
+        os.replace(partial, output_path)
+    return counts
+
+
+def run(config, flags) -> int:
+    if not (flags.input and flags.output and flags.task):
+        raise ConfigError("score needs --task, --input and --output")
+    validate(config, jax.device_count(), training=False)
+    task = assemble.task(flags.task)
+    loaded = assemble.params(config, flags.checkpoint)
+    scorer = assemble.scorer(config, loaded.graphdef, loaded.mesh, loaded.rules, loaded.tokenizer.pad_id)
+    counts = score_file(loaded, scorer, task, flags.input, flags.output)
+    if jax.process_index() == 0:
+        print(f"scored {counts['rows']} rows of {flags.input} with {loaded.description} -> {flags.output}; "
+              f"{counts['truncated']} truncated to {scorer.max_length} tokens (column 'truncated')")
+    return EXIT_OK
