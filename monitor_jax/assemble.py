@@ -26,12 +26,14 @@ from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import make_schedule, optax_schedule
 from monitor_jax.data.pipeline import open_rows, train_batches
-from monitor_jax.errors import CheckpointError, ConfigError
-from monitor_jax.eval.evaluator import Evaluator, make_eval_set, unique_names
+from monitor_jax.config import eval_names, model_config, model_overrides
+from monitor_jax.errors import CheckpointError
+from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
-from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
+from monitor_jax.model import Transformer, create_model, load_hf
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
 from monitor_jax.parallel import make_mesh
+from monitor_jax.parallel.multihost import sync
 from monitor_jax.train.optimizer import OptimConfig, adamw
 from monitor_jax.train.step import LossConfig, TrainState, init_state, make_train_step
 
@@ -56,12 +58,6 @@ def mesh(c: Config) -> Mesh:
     return make_mesh(**dict(c.mesh))
 
 
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
-
-
 def tokenizer(c: Config) -> tuple[Tokenizer, str]:
     """(tokenizer, its directory): `model.tokenizer`, else the checkpoint's; "demo" builds the demo's."""
     if c.model.tokenizer == "demo":
@@ -71,7 +67,7 @@ def tokenizer(c: Config) -> tuple[Tokenizer, str]:
         if not (path / "tokenizer.json").exists():
             if jax.process_index() == 0:
                 demo.build_demo_tokenizer(path)
-            _sync("demo tokenizer")
+            sync("demo tokenizer")
         return load_tokenizer(path), str(path)
     path = c.model.tokenizer or c.model.hf_path
     return load_tokenizer(path), str(path)
@@ -86,22 +82,17 @@ def check_vocab(model_vocab: int, tok: Tokenizer, model_path: str) -> None:
                               f"tokenizer (model.tokenizer)")
 
 
-def _model_overrides(c: Config) -> dict[str, Any]:
-    return dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat,
-                attention=c.model.attention, attention_block=c.model.attention_block)
+def _import_hf(path: str | Path, c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
+    m, cfg = load_hf(path, mesh=device_mesh, **model_overrides(c))
+    check_vocab(cfg.vocab_size, tok, str(path))
+    return m
 
 
 def model(c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
     """`model.hf_path` imported onto the mesh, else a random init (`model.config`, the tokenizer's vocabulary)."""
     if c.model.hf_path:
-        m, cfg = load_hf(c.model.hf_path, mesh=device_mesh, **_model_overrides(c))
-        check_vocab(cfg.vocab_size, tok, c.model.hf_path)
-        return m
-    try:
-        cfg = ModelConfig(vocab_size=tok.vocab_size, **dict(c.model.config), **_model_overrides(c))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.config: {e}") from None
-    return create_model(cfg, mesh=device_mesh, seed=c.seed)
+        return _import_hf(c.model.hf_path, c, device_mesh, tok)
+    return create_model(model_config(c, tok.vocab_size), mesh=device_mesh, seed=c.seed)
 
 
 # ------------------------------------------------------------------ training pieces
@@ -192,8 +183,7 @@ def params(c: Config, checkpoint: str = "") -> Loaded:
     device_mesh = mesh(c)
     tok, tok_dir = tokenizer(c)
     if ref.kind == "hf":
-        m, cfg = load_hf(ref.path, mesh=device_mesh, **_model_overrides(c))
-        check_vocab(cfg.vocab_size, tok, str(ref.path))
+        m = _import_hf(ref.path, c, device_mesh, tok)
         return Loaded(nnx.graphdef(m), nnx.state(m, nnx.Param), device_mesh, tok, tok_dir, ref.describe(), None,
                       rules=m.cfg.sharding_rules, pretrained=True)
     m = model(c, device_mesh, tok)
@@ -210,11 +200,6 @@ def params(c: Config, checkpoint: str = "") -> Loaded:
 def scorer(c: Config, graphdef: nnx.GraphDef, device_mesh: Mesh, rules, pad_id: int) -> Scorer:
     """Length-bucketed scorer, sharded by the model's own rules (as in training)."""
     return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules)
-
-
-def eval_names(c: Config) -> list[str]:
-    items = list(c.eval.tasks)
-    return unique_names([item["task"] for item in items], [item.get("name") for item in items])
 
 
 def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, rules,

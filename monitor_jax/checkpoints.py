@@ -25,7 +25,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
-from monitor_jax.errors import CheckpointError
+from monitor_jax.errors import CheckpointError, first_line
+from monitor_jax.parallel.multihost import sync
 
 log = logging.getLogger("monitor_jax.checkpoints")
 
@@ -126,7 +127,7 @@ def checked_restore(mngr: ocp.CheckpointManager, step: int, args: ocp.args.Check
     try:
         return mngr.restore(step, args=args)
     except Exception as e:   # orbax/tensorstore raise many types; all mean "this step did not restore"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = first_line(e)
         sealed = (step_dir / SEAL).exists()
         changed = _changed_file(step_dir)
         if changed:
@@ -162,13 +163,10 @@ def restore_newest_intact(mngr: ocp.CheckpointManager, make_args: Callable[[], o
 
 
 def _quarantine(mngr: ocp.CheckpointManager, failures, restored_step: int, workdir: Path) -> None:
-    from jax.experimental import multihost_utils
-
     for step, error in failures:
         log.warning("skipped checkpoint step %d: %s. Resuming from step %d; the skipped step is moved to %s "
                     "(nothing is deleted)", step, error, restored_step, workdir / QUARANTINE / str(step))
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("checkpoint quarantine: all processes have read")
+    sync("checkpoint quarantine: all processes have read")
     if jax.process_index() == 0:
         (workdir / QUARANTINE).mkdir(parents=True, exist_ok=True)
         for step, _ in failures:
@@ -177,8 +175,7 @@ def _quarantine(mngr: ocp.CheckpointManager, failures, restored_step: int, workd
             while target.exists():
                 target, n = workdir / QUARANTINE / f"{step}.{n}", n + 1
             shutil.move(str(Path(mngr.directory) / str(step)), str(target))
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("checkpoint quarantine: moved")
+    sync("checkpoint quarantine: moved")
     mngr.reload()
 
 

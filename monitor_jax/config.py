@@ -17,6 +17,7 @@ from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for calle
 from monitor_jax.eval.evaluator import unique_names
 from monitor_jax.model.attention import KERNELS
 from monitor_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
+from monitor_jax.parallel.mesh import MESH_AXES, mesh_shape
 from monitor_jax.train.losses import NORMALIZATIONS
 from monitor_jax.train.optimizer import DECAYS
 
@@ -71,6 +72,25 @@ CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.r
 EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name"}
 
 
+def model_overrides(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `model` keys that apply to any model, random-init or imported (dtypes, remat, attention)."""
+    return dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat,
+                attention=c.model.attention, attention_block=c.model.attention_block)
+
+
+def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
+    """The random-init model `model.config` describes; a bad field is a ConfigError naming it."""
+    try:
+        return ModelConfig(vocab_size=vocab_size, **dict(c.model.config), **model_overrides(c))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.config: {e}") from None
+
+
+def eval_names(c: ml_collections.ConfigDict) -> list[str]:
+    """Each eval item's name (its own, else its task's, made unique): report rows and eval/NAME/ metrics."""
+    return unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
+
+
 def _get(c: ml_collections.ConfigDict, key: str) -> Any:
     for part in key.split("."):
         c = c[part]
@@ -116,7 +136,7 @@ def _check_eval_items(c: ml_collections.ConfigDict) -> None:
         if unknown:
             raise ConfigError(f"eval.tasks[{i}] has unknown key(s) {unknown}; an eval item takes "
                               f"{sorted(EVAL_ITEM_KEYS)}")
-    names = unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
+    names = eval_names(c)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"eval.tasks: the name(s) {dupes} are given to several items; names must be unique "
@@ -135,8 +155,9 @@ def _check_mixing(c: ml_collections.ConfigDict) -> None:
     candidates = {0, c.train.steps - 1} | {t + d for t in turns for d in (-1, 0)}
     steps = np.union1d(np.arange(min(c.train.steps, 1_000_000)),
                        [t for t in candidates if 0 <= t < c.train.steps]).astype(np.int64)
-    r = make_schedule(**spec)(steps)
-    rows = classification_rows(make_schedule(**spec), steps, c.train.batch_size)
+    schedule = make_schedule(**spec)
+    r = schedule(steps)
+    rows = classification_rows(schedule, steps, c.train.batch_size)
     if (r > 0).any() and not c.data.classification:
         first = int(np.argmax(r > 0))
         raise ConfigError(f"data.mixing gives a classification share r={r[first]:g} at step {steps[first]} but "
@@ -160,15 +181,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     `training=False` (eval, score, export) skips the checks of the training data and schedule.
     """
     _check_ranges(c)
-    mesh = dict(c.mesh)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v == 0 or v < -1 for v in mesh.values()) or \
-            list(mesh.values()).count(-1) > 1:
-        raise ConfigError(f"mesh={mesh}: each axis is a positive size, and at most one is -1 (the rest)")
-    fixed = math.prod(v for v in mesh.values() if v != -1)
-    if num_devices % fixed or (-1 not in mesh.values() and fixed != num_devices):
-        raise ConfigError(f"mesh={mesh} does not fit {num_devices} devices: data*fsdp*tensor must equal it "
-                          f"(set one axis to -1 to fill)")
-    sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in mesh.items()}
+    sizes = dict(zip(MESH_AXES, mesh_shape(**dict(c.mesh), num_devices=num_devices)))
     dp = sizes["data"] * sizes["fsdp"]
     if "://" in c.workdir:
         # Checkpoints, metrics and the demo tokenizer are written with local-file APIs.
@@ -181,11 +194,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     if not c.model.hf_path and not c.model.tokenizer:
         raise ConfigError("model.tokenizer is required when model.hf_path is not set")
     if not c.model.hf_path:
-        try:   # the vocabulary comes from the tokenizer later; any size checks the rest now
-            ModelConfig(vocab_size=1, **dict(c.model.config), param_dtype=c.model.param_dtype, dtype=c.model.dtype,
-                        remat=c.model.remat, attention=c.model.attention, attention_block=c.model.attention_block)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"model.config: {e}") from None
+        model_config(c, vocab_size=1)   # the vocabulary comes from the tokenizer later; any size checks the rest
     _check_eval_items(c)
     if not training:
         return
@@ -205,7 +214,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     if t.best_metric:
         if not (c.eval.tasks and c.eval.every):
             raise ConfigError(f"train.best_metric={t.best_metric!r} needs eval.tasks and eval.every")
-        names = unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
+        names = eval_names(c)
         known = ["eval/mean_auroc"] + (["eval/mean_heldout_auroc"] if any(
             item.get("heldout") for item in c.eval.tasks) else []) + [
             f"eval/{name}/{m}" for name in names for m in ("auroc", "loss", "label_mass")]

@@ -38,3 +38,8 @@ class MetricError(MonitorError, ValueError):
 
 class NonFiniteError(MonitorError, RuntimeError):
     """A loss, gradient or score became NaN or Inf; the message names the step or the row."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """A foreign exception's first line (its type when it has no message), for a one-line error."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

@@ -74,8 +74,8 @@ def _load_config_file(path: str):
         raise ConfigError(f"config file {path}{where}: {type(e).__name__}: {e}") from None
 
 
-def _check_key(config, key: str) -> None:
-    """A `--config.KEY` override must name an existing key: say which part is wrong and suggest one."""
+def _lookup(config, key: str) -> Any:
+    """The value at a `--config.KEY` path; a key that does not exist says which part is wrong and suggests one."""
     node, path = config, []
     for part in key.split("."):
         m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
@@ -99,6 +99,7 @@ def _check_key(config, key: str) -> None:
                                   f"items)")
             node = node[i]
             path[-1] += f"[{i}]"
+    return node
 
 
 def parse(argv: list[str], flag_values: flags.FlagValues) -> list[str]:
@@ -111,29 +112,19 @@ def parse(argv: list[str], flag_values: flags.FlagValues) -> list[str]:
     for arg in argv[1:]:
         m = re.match(r"--(?:no)?config\.([^=]+)", arg)
         if m:
-            _check_key(config, m.group(1))
+            _lookup(config, m.group(1))
     try:
         return flag_values(argv)
     except flags.IllegalFlagValueError as e:
         m = re.match(r"flag --config\.([^=]+)=(.*?): (.*)", str(e), re.S)
         if m:
             key, value, reason = m.groups()
-            expected = type(_value(config, key)).__name__
+            expected = type(_lookup(config, key)).__name__
             raise ConfigError(f"config key {key}: {value!r} is not a valid {expected} "
                               f"({reason.splitlines()[0]})") from None
         raise ConfigError(str(e).splitlines()[0]) from None
     except flags.Error as e:
         raise ConfigError(f"{str(e).splitlines()[0]}; {USAGE}") from None
-
-
-def _value(config, key: str) -> Any:
-    node = config
-    for part in key.split("."):
-        name, *indices = re.split(r"[\[\]]+", part.rstrip("]"))
-        node = node[name]
-        for i in indices:
-            node = node[int(i)]
-    return node
 
 
 # ------------------------------------------------------------------ running

@@ -25,12 +25,14 @@ def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_pa
     """
     source = JsonlSource(input_path)
     enc = ClassificationEncoder(task, loaded.tokenizer, scorer.max_length)
-    cut: dict[int, int] = {}
+    # What each output row needs from its input, kept from encoding (so no row is read twice) until scored.
+    pending: dict[int, tuple[object, int, int]] = {}
 
     def examples():
         for i in range(len(source)):
-            ex = enc(source[i], source.describe(i), require_label=False)
-            cut[i] = ex.truncated_tokens
+            row = source[i]
+            ex = enc(row, source.describe(i), require_label=False)
+            pending[i] = (row.get("id", i), ex.label, ex.truncated_tokens)
             yield ex
 
     partial = f"{output_path}.partial"
@@ -44,16 +46,16 @@ def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_pa
                     raise NonFiniteError(f"{source.describe(s.index)}: the score is {s.log_odds} with "
                                          f"{loaded.description}; stopped ({counts['rows']} rows were written "
                                          f"to {partial})")
+                row_id, label, truncated = pending.pop(s.index)
                 counts["rows"] += 1
-                counts["truncated"] += cut[s.index] > 0
+                counts["truncated"] += truncated > 0
                 bar.update(1)
                 if writer is None:
                     continue
-                row = source[s.index]
-                out = dict(id=row.get("id", s.index), index=s.index, task=task.name, score=s.log_odds,
-                           p_positive=s.p_positive, truncated=cut.pop(s.index))
-                if task.label_field in row:
-                    out["label"] = int(task.label_of(row, source.describe(s.index)))
+                out = dict(id=row_id, index=s.index, task=task.name, score=s.log_odds, p_positive=s.p_positive,
+                           truncated=truncated)
+                if label >= 0:   # the row has a label (encoded with require_label=False: -1 when it has none)
+                    out["label"] = label
                 writer.write(json.dumps(out, allow_nan=False) + "\n")
     finally:
         if writer is not None:

@@ -20,7 +20,7 @@ from monitor_jax.data.sources import describe
 from monitor_jax.data.tasks import ClassificationTask
 from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.metrics import MetricError, monitor_metrics
-from monitor_jax.eval.scoring import Scored, Scorer
+from monitor_jax.eval.scoring import Scorer
 
 log = logging.getLogger("monitor_jax.eval")
 # Below this mean P(positive) + P(negative) at the answer position, the model would mostly write something
@@ -75,13 +75,6 @@ class Evaluator:
         self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
         self._warned: set[str] = set()
 
-    def _score(self, params, examples: list[Encoded], bar) -> list[Scored]:
-        out = []
-        for s in self.scorer.score(params, examples):
-            out.append(s)
-            bar.update(1)
-        return sorted(out, key=lambda s: s.index)
-
     def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
         """{"tasks": [per-set dict with metrics and scores], "flat": {"eval/NAME/...": float}}.
 
@@ -93,7 +86,7 @@ class Evaluator:
         with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
                   leave=False) as bar:
             for s in self.sets:
-                scored = self._score(params, s.examples, bar)
+                scored = self.scorer.score_all(params, s.examples, progress=bar.update)
                 log_odds = np.array([x.log_odds for x in scored])
                 probs = np.array([x.p_positive for x in scored])
                 bad = np.flatnonzero(~np.isfinite(log_odds))
@@ -114,7 +107,7 @@ class Evaluator:
                 loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
                 calibration = None
                 if s.calibration:
-                    cal = self._score(params, s.calibration, bar)
+                    cal = self.scorer.score_all(params, s.calibration, progress=bar.update)
                     calibration = (np.array([ex.label for ex in s.calibration]), np.array([x.log_odds for x in cal]))
                 try:
                     metrics = monitor_metrics(labels, log_odds, probs, calibration=calibration, samples=samples,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +113,12 @@ class Scorer:
         for length, rows in sorted(pending.items()):
             yield from self._run(params, rows, length)
 
-    def score_all(self, params, examples: Iterable[Encoded]) -> list[Scored]:
-        """Scores in input order."""
-        return sorted(self.score(params, examples), key=lambda s: s.index)
+    def score_all(self, params, examples: Iterable[Encoded],
+                  progress: Callable[[int], object] | None = None) -> list[Scored]:
+        """Scores in input order; `progress(1)` is called as each row completes (e.g. a tqdm bar's update)."""
+        out = []
+        for s in self.score(params, examples):
+            out.append(s)
+            if progress is not None:
+                progress(1)
+        return sorted(out, key=lambda s: s.index)

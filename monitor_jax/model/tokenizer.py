@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from monitor_jax.errors import CheckpointError
+from monitor_jax.errors import CheckpointError, first_line
 
 # ChatML, as Qwen uses. `{% generation %}` marks assistant content so that
 # `return_assistant_tokens_mask` can put the instruction loss on it alone.
@@ -76,8 +76,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         return Tokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
     except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"tokenizer directory {path} could not be loaded: {first}") from e
+        raise CheckpointError(f"tokenizer directory {path} could not be loaded: {first_line(e)}") from e
 
 
 def build_tokenizer(path: str | os.PathLike, texts: Iterable[str], vocab_size: int = 1024,

@@ -12,6 +12,26 @@ from monitor_jax.errors import ConfigError
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) sizes over `num_devices`; one may be -1 (= the rest). A ConfigError names the axes."""
+    sizes = [data, fsdp, tensor]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v == 0 or v < -1 for v in sizes):
+        raise ConfigError(f"mesh: data={data}, fsdp={fsdp}, tensor={tensor}; each axis is a positive size or -1 "
+                          f"(the rest of the devices)")
+    if sizes.count(-1) > 1:
+        raise ConfigError(f"mesh: at most one axis may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % known:
+            raise ConfigError(f"mesh: {num_devices} devices are not divisible by the fixed axes "
+                              f"(data={data}, fsdp={fsdp}, tensor={tensor})")
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ConfigError(f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {num_devices} devices "
+                          f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}); set one axis to -1 to fill")
+    return sizes[0], sizes[1], sizes[2]
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh over `devices` (default: all); one axis size may be -1 (= the rest).
@@ -21,19 +41,5 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
     rather than being carried in every array's type (Explicit, jax's default).
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [data, fsdp, tensor]
-    if any(not isinstance(v, int) or v == 0 or v < -1 for v in sizes):
-        raise ConfigError(f"mesh: data={data}, fsdp={fsdp}, tensor={tensor}; each axis is a positive size or -1 "
-                          f"(the rest of the devices)")
-    if sizes.count(-1) > 1:
-        raise ConfigError(f"mesh: at most one axis may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
-    known = math.prod(s for s in sizes if s != -1)
-    if -1 in sizes:
-        if len(devices) % known:
-            raise ConfigError(f"mesh: {len(devices)} devices are not divisible by the fixed axes "
-                             f"(data={data}, fsdp={fsdp}, tensor={tensor})")
-        sizes[sizes.index(-1)] = len(devices) // known
-    if math.prod(sizes) != len(devices):
-        raise ConfigError(f"mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {len(devices)} devices "
-                         f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}); set one axis to -1 to fill")
-    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    sizes = mesh_shape(data, fsdp, tensor, len(devices))
+    return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)

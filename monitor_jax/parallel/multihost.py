@@ -1,4 +1,4 @@
-"""Multi-host input: each process holds its slice of the global batch; jax assembles it."""
+"""Multi-host input (each process holds its slice of the global batch; jax assembles it) and barriers."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -20,3 +20,11 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, rules: Rules = DEF
     """This process's rows [B / processes, ...] -> global arrays [B, ...] on `mesh`."""
     return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v), rules), np.asarray(v))
             for k, v in local.items()}
+
+
+def sync(name: str) -> None:
+    """Wait until every process reaches this point (a no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
