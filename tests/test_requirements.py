@@ -12,6 +12,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "monitor_jax"
 # Imported by a dependency only when monitor_jax calls it, so invisible to the import scan below.
 CALLED_THROUGH = {"jinja2": "transformers' apply_chat_template renders every chat template with it"}
+# Modules of an optional extra, imported only inside the one module that needs them (after a check that
+# names the extra to install), never on the plain install's paths: module -> (extra, the only importer).
+OPTIONAL = {"torch": ("gguf", "monitor_jax/model/gguf.py"), "gguf": ("gguf", "monitor_jax/model/gguf.py"),
+            "accelerate": ("gguf", "monitor_jax/model/gguf.py")}
 
 
 def _norm(name: str) -> str:
@@ -26,7 +30,12 @@ def _declared() -> set[str]:
 
 def _imported_modules() -> dict[str, str]:
     """Top-level module -> first file importing it, over every module of the package."""
-    found: dict[str, str] = {}
+    return {m: files[0] for m, files in _importers().items()}
+
+
+def _importers() -> dict[str, list[str]]:
+    """Top-level module -> every file importing it."""
+    found: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -38,14 +47,17 @@ def _imported_modules() -> dict[str, str]:
             for name in names:
                 top = name.split(".")[0]
                 if top != "monitor_jax" and top not in sys.stdlib_module_names and top != "__future__":
-                    found.setdefault(top, str(path.relative_to(PACKAGE.parent)))
+                    where = str(path.relative_to(PACKAGE.parent))
+                    if where not in found.setdefault(top, []):
+                        found[top].append(where)
     return found
 
 
 def test_every_imported_module_is_declared_in_install_requires():
     declared = _declared()
     providers = md.packages_distributions()
-    modules = {**_imported_modules(), **{m: f"({why})" for m, why in CALLED_THROUGH.items()}}
+    modules = {**{m: w for m, w in _imported_modules().items() if m not in OPTIONAL},
+               **{m: f"({why})" for m, why in CALLED_THROUGH.items()}}
     assert {"jax", "flax", "orbax", "grain", "transformers"} <= set(modules)   # the scan sees the package
     undeclared = {}
     for module, where in modules.items():
@@ -62,4 +74,15 @@ def test_test_only_packages_are_not_imported_by_the_package():
     assert "torch" in test_only
     providers = md.packages_distributions()
     for module in _imported_modules():
-        assert not {_norm(d) for d in providers.get(module, [])} & (test_only - _declared()), module
+        if module not in OPTIONAL:
+            assert not {_norm(d) for d in providers.get(module, [])} & (test_only - _declared()), module
+
+
+def test_optional_modules_are_declared_in_their_extra_and_imported_in_one_place():
+    importers = _importers()
+    for module, (extra, only) in OPTIONAL.items():
+        declared = {_norm(re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0])
+                    for r in md.requires("monitor_jax") or [] if f'extra == "{extra}"' in r}
+        dists = {_norm(d) for d in md.packages_distributions().get(module, [])}
+        assert dists & declared, f"{module} is not in the {extra!r} extra"
+        assert importers.get(module, [only]) == [only], f"{module} is imported outside {only}: {importers[module]}"

@@ -4,7 +4,8 @@ A new command is a new module here plus its name in COMMANDS; `monitor_jax.main`
 """
 import importlib
 
-COMMANDS = ("train", "eval", "score", "export")
+COMMANDS = ("train", "eval", "score", "export", "convert")
+CONFIG_FREE = ("convert",)   # commands that run without --config
 
 
 def get(name: str):

@@ -44,16 +44,17 @@ def train(c) -> RunResult:
 
 
 def _table(before, after) -> str:
-    rows = ["| eval set | domain | held out | n | AUROC before | AUROC after | eval loss before | eval loss after |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Per eval set: AUROC, eval loss and label mass (P(positive) + P(negative)) before and after training."""
+    rows = ["| eval set | domain | held out | n | AUROC before | AUROC after | eval loss before | eval loss after | "
+            "label mass before | label mass after |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     after_by = {t["name"]: t for t in (after["tasks"] if after else [])}
+    fmt = lambda x: f"{x:.3f}" if x is not None else "-"  # noqa: E731
     for t in (before or after)["tasks"]:
-        a = after_by.get(t["name"])
-        fmt = lambda x: f"{x:.3f}" if x is not None else "-"  # noqa: E731
+        a, b = after_by.get(t["name"]), t if before else None
+        cells = [fmt(x["metrics"]["auroc"]["value"]) if x else "-" for x in (b, a)] + \
+                [fmt(x["loss"]) if x else "-" for x in (b, a)] + [fmt(x["label_mass"]) if x else "-" for x in (b, a)]
         rows.append(f"| {t['name']} | {t['domain']} | {'yes' if t['heldout'] else 'no'} | {t['n']} | "
-                    f"{fmt(t['metrics']['auroc']['value']) if before else '-'} | "
-                    f"{fmt(a['metrics']['auroc']['value']) if a else '-'} | "
-                    f"{fmt(t['loss']) if before else '-'} | {fmt(a['loss']) if a else '-'} |")
+                    + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -571,7 +571,7 @@ def demo_corpus(seed: int = 0) -> list[str]:
     for domain in DOMAINS:
         rows = demo_rows(domain, "train", seed)
         corpus += [r["text"] for r in rows]
-        # Prompts followed by each label as the chat template places them, so " Yes"/" No" merge into one token.
+        # Prompts followed by each label as the chat template places them, so "Yes"/"No" are one token each.
         for task in (t for t in TASKS.values() if t.domain == domain):
             for row in rows[:100]:
                 prompt = "\n".join(m["content"] for m in task.chat(row))

@@ -23,8 +23,10 @@ class ClassificationTask:
     name: str
     domain: str
     messages: tuple[tuple[str, str], ...]   # (role, template with {field} slots)
-    positive: str = " Yes"
-    negative: str = " No"
+    # What chat models write after the generation prompt (ChatML, Llama 3 and Gemma templates end it in a
+    # newline): "Yes", not " Yes". docs/tasks.md says why it matters.
+    positive: str = "Yes"
+    negative: str = "No"
     answer_prefix: str = ""                 # appended after the generation prompt, before the label
     label_field: str = "label"
     labels: tuple[tuple[Any, bool], ...] = DEFAULT_LABELS   # row value -> positive?
