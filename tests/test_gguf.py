@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from monitor_jax.errors import CheckpointError
 from monitor_jax.main import run as cli
-from monitor_jax.model.gguf import SMOLLM2, cached_hf_dir, inspect_gguf, packaged_gguf
+from monitor_jax.model.gguf import SMOLLM2, cached_hf_dir, gguf_file, inspect_gguf, packaged_gguf
 
 
 def _write_gguf(path: Path, arch: str, tensors: dict) -> Path:
@@ -41,7 +41,7 @@ def test_a_quantization_type_gguf_cannot_dequantize_is_named(tmp_path):
 
 
 def test_the_real_file_is_q4_1_llama():
-    arch, types = inspect_gguf(packaged_gguf(SMOLLM2.split(":", 1)[1]))
+    arch, types = inspect_gguf(gguf_file(SMOLLM2))
     assert arch == "llama" and types["Q4_1"] > 200
 
 

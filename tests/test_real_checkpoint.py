@@ -17,7 +17,7 @@ from monitor_jax.data.encode import ClassificationEncoder, pad
 from monitor_jax.data.pipeline import stack
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.model import load_hf, save_hf
-from monitor_jax.model.gguf import SMOLLM2, packaged_gguf
+from monitor_jax.model.gguf import SMOLLM2, gguf_file
 from monitor_jax.model.tokenizer import load_tokenizer
 from monitor_jax.parallel import make_mesh
 from monitor_jax.train.optimizer import OptimConfig, adamw
@@ -38,7 +38,7 @@ def reference():
     import torch
     import transformers
 
-    gguf = packaged_gguf(SMOLLM2.split(":", 1)[1])
+    gguf = gguf_file(SMOLLM2)
     return transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                               dtype=torch.float32).eval()
 

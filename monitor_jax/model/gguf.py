@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -42,14 +43,13 @@ _DONE = ".converted"   # written last into a converted directory: its presence m
 
 
 def _requirements():
+    """The gguf module, once torch and accelerate (which transformers' GGUF reader needs) are there too."""
     try:
-        import gguf  # noqa: F401
-        import torch  # noqa: F401
         import accelerate  # noqa: F401
+        import gguf
+        import torch  # noqa: F401
     except ImportError as e:
         raise CheckpointError(f"{EXTRA_HINT}; missing: {e.name}") from None
-    import gguf
-
     return gguf
 
 
@@ -95,11 +95,15 @@ def inspect_gguf(gguf_file: str | os.PathLike) -> tuple[str, dict[str, int]]:
     return arch, types
 
 
-def convert_gguf(gguf_file: str | os.PathLike, output: str | os.PathLike, dtype: str = "float32") -> Path:
-    """Write `gguf_file` as a Hugging Face directory at `output` (dequantised to `dtype`); returns `output`."""
+def convert_gguf(gguf_file: str | os.PathLike, output: str | os.PathLike, dtype: str = "float32"
+                 ) -> tuple[str, dict[str, int]]:
+    """Write `gguf_file` as a Hugging Face directory at `output` (dequantised to `dtype`).
+
+    Returns what `inspect_gguf` found (architecture, tensor types), checked before anything is read.
+    """
     import numpy as np
 
-    arch, _ = inspect_gguf(gguf_file)
+    arch, types = inspect_gguf(gguf_file)
     import torch
     from safetensors.numpy import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -130,7 +134,23 @@ def convert_gguf(gguf_file: str | os.PathLike, output: str | os.PathLike, dtype:
     if not tok.chat_template:
         raise CheckpointError(f"{src}: the GGUF file carries no chat template (tokenizer.chat_template); monitor "
                               f"prompts are rendered through one")
-    return out
+    return arch, types
+
+
+@contextlib.contextmanager
+def written_aside(target: Path):
+    """A temporary directory beside `target`, renamed to `target` if the block completes, removed otherwise:
+    a killed or failed conversion never leaves a directory that looks complete. `target` must be absent or
+    empty (or, for the cache, incomplete: it is replaced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ cache
@@ -173,15 +193,9 @@ def cached_hf_dir(gguf_file: str | os.PathLike, cache: str | os.PathLike | None 
     with _locked(root / f"{target.name}.lock"):
         if (target / _DONE).exists():
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-        try:
+        with written_aside(target) as tmp:
             convert_gguf(src, tmp)
             (tmp / _DONE).write_text(json.dumps({"source": str(src.resolve()), "pid": os.getpid()}))
-            if target.exists():   # a complete-looking directory never exists without _DONE
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -198,10 +212,16 @@ def packaged_gguf(package: str) -> Path:
     return files[0]
 
 
+def gguf_file(spec: str) -> Path:
+    """`package:NAME` (the GGUF file that package ships) or a path -> the GGUF file."""
+    return packaged_gguf(spec[len(PACKAGE_PREFIX):]) if spec.startswith(PACKAGE_PREFIX) else Path(spec)
+
+
+@functools.lru_cache(maxsize=None)
 def resolve_model_path(path: str) -> str:
-    """`package:NAME` or a `.gguf` file -> its converted (cached) Hugging Face directory; anything else as is."""
-    if path.startswith(PACKAGE_PREFIX):
-        return str(cached_hf_dir(packaged_gguf(path[len(PACKAGE_PREFIX):])))
-    if path.endswith(".gguf"):
-        return str(cached_hf_dir(path))
+    """`package:NAME` or a `.gguf` file -> its converted (cached) Hugging Face directory; anything else as is.
+
+    Memoised per process: the tokenizer and the model both ask, and each answer hashes the whole file."""
+    if path.startswith(PACKAGE_PREFIX) or path.endswith(".gguf"):
+        return str(cached_hf_dir(gguf_file(path)))
     return path
