@@ -30,6 +30,7 @@ from monitor_jax.config import eval_names, model_config, model_overrides
 from monitor_jax.errors import CheckpointError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.generate import Sampler
 from monitor_jax.model import Transformer, create_model, load_hf
 from monitor_jax.model.gguf import resolve_model_path
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
@@ -206,6 +207,14 @@ def params(c: Config, checkpoint: str = "") -> Loaded:
 def scorer(c: Config, graphdef: nnx.GraphDef, device_mesh: Mesh, rules, pad_id: int) -> Scorer:
     """Length-bucketed scorer, sharded by the model's own rules (as in training)."""
     return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules)
+
+
+def sampler(c: Config, loaded: "Loaded") -> Sampler:
+    """The sampler over the loaded parameters, sized by `generate.*` (stop ids from the tokenizer and checkpoint)."""
+    g = c.generate
+    m = nnx.merge(loaded.graphdef, loaded.params)
+    return Sampler(m, loaded.tokenizer, loaded.mesh, max_prompt_length=g.max_prompt_length,
+                   max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, buckets=tuple(g.buckets))
 
 
 def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, rules,

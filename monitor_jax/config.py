@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
                    run_steps=0,        # stop this process after this many steps (0 = run to the end)
                    export_hf="")       # write a Hugging Face checkpoint here at the end
     c.eval = dict(tasks=[], every=0, batch_size=32, buckets=(128, 256, 512), bootstrap=1000, max_rows=0)
+    # The sampler (monitor_jax/generate): prompt buckets up to max_prompt_length; cache = bucket + max_new_tokens.
+    c.generate = dict(batch_size=8, max_prompt_length=512, max_new_tokens=256, buckets=(128, 256, 512),
+                      temperature=0.0, top_k=0, top_p=1.0, seed=0)   # temperature 0 = greedy
     c.lock()
     return c
 
@@ -64,7 +67,12 @@ RANGES = {
     "train.steps": (1, None), "train.batch_size": (1, None), "train.log_every": (1, None),
     "train.checkpoint_every": (1, None), "train.keep": (1, None), "train.run_steps": (0, None),
     "eval.every": (0, None), "eval.batch_size": (1, None), "eval.bootstrap": (0, None), "eval.max_rows": (0, None),
+    "generate.batch_size": (1, None), "generate.max_prompt_length": (1, None), "generate.max_new_tokens": (1, None),
+    "generate.temperature": (0.0, None), "generate.top_k": (0, None), "generate.top_p": (1e-9, 1.0),
+    "generate.seed": (0, None),
 }
+INTEGER_KEYS = ("generate.batch_size", "generate.max_prompt_length", "generate.max_new_tokens", "generate.top_k",
+                "generate.seed")
 CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.remat": REMAT_POLICIES,
            "model.attention": KERNELS, "model.param_dtype": DTYPES, "model.dtype": DTYPES,
            "train.best_mode": ("max", "min")}
@@ -109,9 +117,13 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     for key, choices in CHOICES.items():
         if _get(c, key) not in choices:
             raise ConfigError(f"{key}={_get(c, key)!r}; choose one of {choices}")
-    buckets = list(c.eval.buckets)
-    if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in buckets):
-        raise ConfigError(f"eval.buckets={tuple(buckets)} must be positive prompt lengths")
+    for key in INTEGER_KEYS:
+        if not isinstance(_get(c, key), int):
+            raise ConfigError(f"{key}={_get(c, key)!r} must be an integer")
+    for key in ("eval.buckets", "generate.buckets"):
+        buckets = list(_get(c, key))
+        if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in buckets):
+            raise ConfigError(f"{key}={tuple(buckets)} must be positive prompt lengths")
 
 
 def _check_sources(c: ml_collections.ConfigDict) -> None:

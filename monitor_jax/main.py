@@ -3,6 +3,7 @@
     python -m monitor_jax.main train  --config=configs/demo.py [--config.train.steps=100 ...]
     python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR[:best] | STEP_DIR | HF_DIR]
     python -m monitor_jax.main score  --config=... --task=NAME --input=rows.jsonl --output=scores.jsonl
+    python -m monitor_jax.main generate --config=... --input=prompts.jsonl --output=out.jsonl [--task=NAME]
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
     python -m monitor_jax.main convert --gguf=FILE.gguf|package:NAME --output=hf_dir
 
@@ -45,12 +46,14 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
                         "DIR:best for the best by train.best_metric), a step directory, or a Hugging Face "
                         "directory; default: the run's latest checkpoint, else the base model.",
                         flag_values=flag_values)
-    flags.DEFINE_string("input", "", "score: JSONL rows to score.", flag_values=flag_values)
+    flags.DEFINE_string("input", "", "score, generate: JSONL rows to score or reply to.", flag_values=flag_values)
     flags.DEFINE_string("gguf", "", "convert: a GGUF file, or package:NAME (the GGUF an installed package ships).",
                         flag_values=flag_values)
-    flags.DEFINE_string("output", "", "score: JSONL to write; export, convert: Hugging Face directory to write.",
+    flags.DEFINE_string("output", "", "score, generate: JSONL to write; export, convert: Hugging Face directory "
+                        "to write.",
                         flag_values=flag_values)
-    flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with.", flag_values=flag_values)
+    flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with; generate: render rows with "
+                        "this task's prompt (and its truncation policy).", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
     return holder
 

@@ -1,4 +1,5 @@
-"""A real 2-process run (jax.distributed on localhost, 4 CPU devices each) trains and evaluates like 1 process."""
+"""A real 2-process run (jax.distributed on localhost, 4 CPU devices each) trains, evaluates and generates like
+1 process."""
 import json
 import os
 import socket
@@ -74,3 +75,31 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
     for step in evals[0]:
         for k, v in evals[0][step].items():
             np.testing.assert_allclose(evals[1][step][k], v, rtol=1e-5, atol=1e-6, err_msg=f"step {step} {k}")
+
+    # generate: each process feeds its slice of every batch; process 0 writes the same rows as one process.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"Is request {i} harmful?"}) for i in range(5)) + "\n")
+    gen = ["--config.generate.max_new_tokens=5", "--config.generate.max_prompt_length=64",
+           "--config.generate.buckets=(64,)", "--config.generate.temperature=0.8", "--config.generate.seed=2",
+           f"--input={prompts}", f"--checkpoint={tmp_path / 'one'}"]
+
+    def generate_cmd(out):
+        cmd = _cmd(tmp_path / "gen", tokenizer)
+        return [cmd[0], cmd[1], cmd[2], "generate", *cmd[4:], *gen, f"--output={out}"]
+
+    one = subprocess.run(generate_cmd(tmp_path / "one.jsonl"), cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    procs = [subprocess.Popen(generate_cmd(tmp_path / "two.jsonl"), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                                       JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    for p in procs:
+        out = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, out[-3000:]
+    rows = [sorted((json.loads(line) for line in open(tmp_path / f"{n}.jsonl")), key=lambda r: r["index"])
+            for n in ("one", "two")]
+    assert len(rows[0]) == 5 and rows[0] == rows[1]

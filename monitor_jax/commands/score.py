@@ -1,14 +1,13 @@
 """`score`: score a JSONL file with one task's prompt, streaming, one output row per input row."""
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import jax
 from tqdm import tqdm
 
 from monitor_jax import assemble
+from monitor_jax.commands.streaming import RowWriter
 from monitor_jax.config import validate
 from monitor_jax.data.encode import ClassificationEncoder
 from monitor_jax.data.sources import JsonlSource
@@ -35,35 +34,24 @@ def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_pa
             pending[i] = (row.get("id", i), ex.label, ex.truncated_tokens)
             yield ex
 
-    partial = f"{output_path}.partial"
-    writer = open(partial, "w") if jax.process_index() == 0 else None
     counts = dict(rows=0, truncated=0)
-    try:
-        with jax.set_mesh(loaded.mesh), tqdm(total=len(source), desc="score", unit="row",
-                                             disable=jax.process_index() != 0) as bar:
-            for s in scorer.score(loaded.params, examples()):
-                if not (math.isfinite(s.log_odds) and math.isfinite(s.p_positive)):
-                    raise NonFiniteError(f"{source.describe(s.index)}: the score is {s.log_odds} with "
-                                         f"{loaded.description}; stopped ({counts['rows']} rows were written "
-                                         f"to {partial})")
-                row_id, label, truncated = pending.pop(s.index)
-                counts["rows"] += 1
-                counts["truncated"] += truncated > 0
-                bar.update(1)
-                if writer is None:
-                    continue
-                out = dict(id=row_id, index=s.index, task=task.name, score=s.log_odds, p_positive=s.p_positive,
-                           truncated=truncated)
-                if label >= 0:   # the row has a label (encoded with require_label=False: -1 when it has none)
-                    out["label"] = label
-                writer.write(json.dumps(out, allow_nan=False) + "\n")
-    finally:
-        if writer is not None:
-            writer.close()
-    if counts["rows"] != len(source):   # a scorer that lost a row must never look like success
-        raise RuntimeError(f"scored {counts['rows']} of {len(source)} rows of {input_path}")
-    if writer is not None:
-        os.replace(partial, output_path)
+    with RowWriter(output_path) as writer, jax.set_mesh(loaded.mesh), tqdm(
+            total=len(source), desc="score", unit="row", disable=jax.process_index() != 0) as bar:
+        for s in scorer.score(loaded.params, examples()):
+            if not (math.isfinite(s.log_odds) and math.isfinite(s.p_positive)):
+                raise NonFiniteError(f"{source.describe(s.index)}: the score is {s.log_odds} with "
+                                     f"{loaded.description}; stopped ({counts['rows']} rows were written "
+                                     f"to {writer.partial})")
+            row_id, label, truncated = pending.pop(s.index)
+            counts["rows"] += 1
+            counts["truncated"] += truncated > 0
+            bar.update(1)
+            out = dict(id=row_id, index=s.index, task=task.name, score=s.log_odds, p_positive=s.p_positive,
+                       truncated=truncated)
+            if label >= 0:   # the row has a label (encoded with require_label=False: -1 when it has none)
+                out["label"] = label
+            writer.write(out)
+        writer.finish(len(source), f"score {input_path}")
     return counts
 
 

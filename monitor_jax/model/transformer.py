@@ -98,18 +98,19 @@ class Attention(nnx.Module):
         self.q_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
         self.k_norm = RMSNorm(h, cfg, rngs=rngs) if cfg.qk_norm else None
 
-    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, window, kv=None, start_B=None):
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, window, kv=None, end=None):
         cfg, rules = self.cfg, self.cfg.sharding_rules
         q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.q_proj(x_BxTxD), self.k_proj(x_BxTxD), self.v_proj(x_BxTxD)
         if self.q_norm is not None:
             q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
         q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, sin_BxTxK, cos_BxTxK), ("batch", "length", "heads", "head_dim"), rules)
         k_BxTxKxH = apply_rope(k_BxTxKxH, sin_BxTxK, cos_BxTxK)
-        new_kv = None
-        if kv is not None:  # write this step's keys/values at each row's own offset
-            write = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice_in_dim(c, u, i, axis=0))
-            k_BxSxKxH = write(kv[0], k_BxTxKxH.astype(kv[0].dtype), start_B)
-            v_BxSxKxH = write(kv[1], v_BxTxKxH.astype(kv[1].dtype), start_B)
+        new_kv = (k_BxTxKxH, v_BxTxKxH)   # without a cache: this call's keys/values (prefill keeps them)
+        if kv is not None:  # write this step's keys/values at the shared slot `end`: an in-place slice update
+            k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BxTxKxH.astype(kv[0].dtype), end, axis=1)
+            v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BxTxKxH.astype(kv[1].dtype), end, axis=1)
+            k_BxSxKxH = constrain(k_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), rules)
+            v_BxSxKxH = constrain(v_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), rules)
             new_kv = (k_BxSxKxH, v_BxSxKxH)
             k_BxTxKxH, v_BxTxKxH = k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype)
         k_BxSxKxH = constrain(k_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
@@ -153,9 +154,9 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.mlp_post_norm = RMSNorm(d, cfg, rngs=rngs) if cfg.sandwich_norm else None
 
-    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, kv=None, start_B=None):
+    def __call__(self, x_BxTxD, sin_BxTxK, cos_BxTxK, info: MaskInfo, kv=None, end=None):
         window = self.cfg.sliding_window if self.sliding else None
-        attn_BxTxD, new_kv = self.attn(self.attn_pre_norm(x_BxTxD), sin_BxTxK, cos_BxTxK, info, window, kv, start_B)
+        attn_BxTxD, new_kv = self.attn(self.attn_pre_norm(x_BxTxD), sin_BxTxK, cos_BxTxK, info, window, kv, end)
         if self.attn_post_norm is not None:
             attn_BxTxD = self.attn_post_norm(attn_BxTxD)
         x_BxTxD = x_BxTxD + attn_BxTxD
@@ -169,10 +170,16 @@ class Block(nnx.Module):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Per-layer keys/values [B, S, K, H] and each row's filled length [B]."""
+    """Per-layer keys/values [B, S, K, H] of left-padded rows.
+
+    Row b's tokens fill slots [start_B[b], end); every row writes its next token at the same slot `end`, so
+    a decode step updates one [B, 1, K, H] slice in place (a per-row write offset would be a scatter that
+    rewrites the whole cache every step). A token's RoPE position is its slot minus its row's start.
+    """
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
-    lengths_B: jax.Array
+    start_B: jax.Array      # first real slot of each row (its left padding)
+    end: jax.Array          # int32 scalar: the next slot to write, shared by all rows
 
     @property
     def size(self) -> int:
@@ -230,35 +237,46 @@ class Transformer(nnx.Module):
         return logits
 
     # -------------------------------------------------------------- KV cache
-    def init_cache(self, batch: int, size: int, dtype: str | None = None) -> KVCache:
-        """An empty cache of `size` positions; prefill and every decode step must fit in it."""
-        cfg = self.cfg
-        shape = (batch, size, cfg.num_kv_heads, cfg.head_dim)
-        zeros = lambda: jnp.zeros(shape, jnp.dtype(dtype or cfg.dtype))  # noqa: E731
-        return KVCache(tuple(zeros() for _ in range(cfg.num_layers)), tuple(zeros() for _ in range(cfg.num_layers)),
-                       jnp.zeros((batch,), jnp.int32))
+    def prefill(self, tokens_BxT, attention_mask_BxT, cache_size: int,
+                dtype: str | None = None) -> tuple[jax.Array, KVCache]:
+        """Left-padded prompts -> every row's next-token logits [B, V] and a cache of `cache_size` slots.
 
-    def decode(self, tokens_BxT, cache: KVCache, attention_mask=None) -> tuple[jax.Array, KVCache]:
-        """Append T tokens to every row at its own length; returns logits [B, T, V] and the cache.
-
-        Prefill: a fresh cache and right-padded `tokens_BxT` with `attention_mask`
-        (each row's length becomes its number of real tokens). Decode: T = 1.
+        The prompts run through the ordinary forward (the configured attention kernel over the T prompt keys,
+        not over the whole cache) and only the last position is unembedded: no [B, T, V] logits.
         """
-        start_B = cache.lengths_B
-        positions_BxT = start_B[:, None] + jnp.arange(tokens_BxT.shape[1])[None, :]
-        # Cache slot == position, so causality is slot <= position; stale padding
-        # written past a row's length is never attended and is overwritten later.
-        slots_BxS = jnp.broadcast_to(jnp.arange(cache.size), (tokens_BxT.shape[0], cache.size))
-        info = MaskInfo(jnp.ones_like(positions_BxT), jnp.ones_like(slots_BxS), positions_BxT, slots_BxS,
-                        positions_BxT, slots_BxS)
-        hidden, kvs = self._run(tokens_BxT, info, cache, start_B)
-        n_new_B = (jnp.full_like(start_B, tokens_BxT.shape[1]) if attention_mask is None
-                   else attention_mask.sum(axis=1).astype(jnp.int32))
-        new_cache = KVCache(tuple(k for k, _ in kvs), tuple(v for _, v in kvs), start_B + n_new_B)
-        return self.unembed(hidden), new_cache
+        b, t = tokens_BxT.shape
+        if cache_size < t:
+            raise ValueError(f"a cache of {cache_size} slots cannot hold prompts of {t} tokens")
+        segment_ids_BxT = attention_mask_BxT.astype(jnp.int32)
+        positions_BxT = positions_from_segments(segment_ids_BxT)   # 0 at each row's first real token
+        idx_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
+        info = MaskInfo(segment_ids_BxT, segment_ids_BxT, idx_BxT, idx_BxT, positions_BxT, positions_BxT)
+        hidden_BxTxD, kvs = self._run(tokens_BxT, info, keep_kv=True)
+        cache_dtype = jnp.dtype(dtype or self.cfg.dtype)
+
+        def slots(x_BxTxKxH):
+            x_BxSxKxH = jnp.pad(x_BxTxKxH.astype(cache_dtype), ((0, 0), (0, cache_size - t), (0, 0), (0, 0)))
+            return constrain(x_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), self.cfg.sharding_rules)
+
+        start_B = t - segment_ids_BxT.sum(axis=1)
+        cache = KVCache(tuple(slots(k) for k, _ in kvs), tuple(slots(v) for _, v in kvs), start_B, jnp.int32(t))
+        return self.unembed(hidden_BxTxD[:, -1]), cache
+
+    def decode(self, tokens_BxT, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Append T tokens to every row at slots [end, end + T); logits [B, T, V] and the updated cache."""
+        b, t = tokens_BxT.shape
+        q_slots_BxT = jnp.broadcast_to(cache.end + jnp.arange(t), (b, t))
+        k_slots_BxS = jnp.broadcast_to(jnp.arange(cache.size), (b, cache.size))
+        start_Bx1 = cache.start_B[:, None]
+        # Left padding is segment 0 (never visible); slots not yet written are after every query (causal).
+        info = MaskInfo(jnp.ones_like(q_slots_BxT), (k_slots_BxS >= start_Bx1).astype(jnp.int32), q_slots_BxT,
+                        k_slots_BxS, q_slots_BxT - start_Bx1, k_slots_BxS - start_Bx1)
+        hidden_BxTxD, kvs = self._run(tokens_BxT, info, cache, cache.end)
+        new_cache = KVCache(tuple(k for k, _ in kvs), tuple(v for _, v in kvs), cache.start_B, cache.end + t)
+        return self.unembed(hidden_BxTxD), new_cache
 
     # -------------------------------------------------------------- shared body
-    def _run(self, tokens_BxT, info: MaskInfo, cache=None, start_B=None):
+    def _run(self, tokens_BxT, info: MaskInfo, cache=None, end=None, keep_kv: bool = False):
         cfg, q_pos_BxT = self.cfg, info.q_pos_BxT
         # The table's model dimension is gathered first (FSDP's weight all-gather): left
         # sharded over 'fsdp' it would collide with the batch's 'fsdp' sharding in the
@@ -271,14 +289,15 @@ class Transformer(nnx.Module):
         tables = {False: rope_tables(cfg, q_pos_BxT, local=False)}
         if "sliding" in cfg.layer_types and cfg.local_rope_theta is not None:
             tables[True] = rope_tables(cfg, q_pos_BxT, local=True)
-        kvs = []
+        kvs = []   # per layer: the updated cache, or (without one) the keys/values of these tokens
         for i, block in enumerate(self.layers):
             sin, cos = tables.get(block.sliding, tables[False])
             if cache is not None:
-                x_BxTxD, kv = block(x_BxTxD, sin, cos, info, (cache.keys[i], cache.values[i]), start_B)
-                kvs.append(kv)
-            elif cfg.remat != "none":
-                x_BxTxD = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(block, x_BxTxD, sin, cos, info)
+                x_BxTxD, kv = block(x_BxTxD, sin, cos, info, (cache.keys[i], cache.values[i]), end)
+            elif cfg.remat != "none" and not keep_kv:   # training: rematerialise, keep nothing
+                x_BxTxD, kv = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(
+                    block, x_BxTxD, sin, cos, info), None
             else:
-                x_BxTxD = block(x_BxTxD, sin, cos, info)[0]
+                x_BxTxD, kv = block(x_BxTxD, sin, cos, info)
+            kvs.append(kv)
         return self.final_norm(x_BxTxD), kvs
