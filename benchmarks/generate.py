@@ -10,8 +10,9 @@ Two models:
 Greedy, batch 16, 128 new tokens, stop ids off on both sides so every row writes all 128 (the figure is
 new tokens / s over the whole batch). transformers gets the batch left-padded with its attention mask (what
 its docs prescribe for batched generation) and its default dynamic cache; the same dtype on both sides (--dtype).
-Ours: one `Sampler` batch (prompt bucket 256); compile time is the first call minus a warm call, reported
-separately. Greedy outputs are compared token for token and the agreement is printed.
+Ours: one `Sampler` batch (one prompt bucket: the smallest of 64/128/256/512 holding the longest prompt);
+compile time is the first call minus a warm call, reported separately; prefill is a warm call with one
+new token. Greedy outputs are compared token for token and the agreement is printed.
 """
 from __future__ import annotations
 
@@ -61,18 +62,22 @@ def chat_prompts(path: str, n: int) -> list[list[int]]:
 
 def ours(path, prompts, new, reps, dtype):
     model, _ = load_hf(path, param_dtype=dtype)
-    sampler = Sampler(model, max_prompt_length=256, max_new_tokens=new, batch_size=len(prompts), buckets=(256,),
-                      eos_ids=())
+    bucket = next(b for b in (64, 128, 256, 512) if b >= max(map(len, prompts)))   # one batch, one bucket
+    sampler = Sampler(model, max_prompt_length=bucket, max_new_tokens=new, batch_size=len(prompts),
+                      buckets=(bucket,), eos_ids=())
     t0 = time.perf_counter()
     out = sampler.generate(prompts)
     first = time.perf_counter() - t0
-    times = []
+    times, prefill = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
         out = sampler.generate(prompts)
         times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sampler.generate(prompts, max_new_tokens=1)   # the same program: prefill and the first token only
+        prefill.append(time.perf_counter() - t0)
     warm = min(times)
-    return [g.ids for g in out], warm, first - warm
+    return [g.ids for g in out], warm, first - warm, min(prefill)
 
 
 def torch_generate(path, prompts, new, reps, dtype):
@@ -97,13 +102,14 @@ def torch_generate(path, prompts, new, reps, dtype):
 
 
 def compare(name, path, prompts, new, reps, dtype):
-    ours_ids, ours_s, compile_s = ours(path, prompts, new, reps, dtype)
+    ours_ids, ours_s, compile_s, prefill_s = ours(path, prompts, new, reps, dtype)
     torch_ids, torch_s = torch_generate(path, prompts, new, reps, dtype)
     tokens = len(prompts) * new
     same = sum(a == b for a, b in zip(ours_ids, torch_ids))
     lengths = [len(p) for p in prompts]
     print(f"| {name} | {dtype} | {len(prompts)} | {min(lengths)}-{max(lengths)} | {new} | {tokens / torch_s:.1f} | "
-          f"{tokens / ours_s:.1f} | {torch_s / ours_s:.2f}x | {compile_s:.1f} | {same}/{len(prompts)} |", flush=True)
+          f"{tokens / ours_s:.1f} | {torch_s / ours_s:.2f}x | {torch_s:.2f} | {ours_s:.2f} | {prefill_s:.2f} | "
+          f"{1000 * (ours_s - prefill_s) / (new - 1):.1f} | {compile_s:.1f} | {same}/{len(prompts)} |", flush=True)
 
 
 def main():
@@ -120,8 +126,8 @@ def main():
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads; {args.dtype}, greedy\n")
     print("| model | dtype | batch | prompt tokens | new tokens | transformers tok/s | ours tok/s | speed-up | "
-          "our compile s | rows identical |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "transformers s | ours s | ours prefill s | ours ms/decode step | our compile s | rows identical |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         path = qwen3_dir(Path(tmp))
         compare("qwen3-style, vocab 151936, 8 layers, d 512", path, ragged(args.batch, QWEN3["vocab_size"]),

@@ -76,6 +76,26 @@ def dense_attention(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, info: MaskInfo, *, scale:
     return jnp.einsum("BKGTS,BSKH->BTKGH", probs_BxKxGxTxS, v_BxSxKxH)
 
 
+def cached_attention(q_BxTxKxGxH, k_BxKxSxH, v_BxKxSxH, info: MaskInfo, *, scale: float,
+                     softcap: float | None = None, window: int | None = None):
+    """Decoding: a few queries against a head-major KV cache [B, K, S, H]; output [B, K, G, T, H].
+
+    Dense (T is small). The cache is read in its own layout by both products, so a step copies no keys.
+    """
+    b, t, k, g, h = q_BxTxKxGxH.shape
+    q_BxKxGTxH = q_BxTxKxGxH.transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
+    scores = jnp.einsum("BKQH,BKSH->BKQS", q_BxKxGTxH, k_BxKxSxH, preferred_element_type=jnp.float32) * scale
+    if softcap:
+        scores = jnp.tanh(scores / softcap) * softcap
+    visible_BxTxS = info.block(0, k_BxKxSxH.shape[2], window)
+    visible_Bx1xGTxS = jnp.broadcast_to(visible_BxTxS[:, None, None], (b, 1, g, t, visible_BxTxS.shape[-1])).reshape(
+        b, 1, g * t, -1)
+    scores = jnp.where(visible_Bx1xGTxS, scores, NEG_INF)
+    probs = jnp.where(visible_Bx1xGTxS, jax.nn.softmax(scores, axis=-1), 0.0).astype(v_BxKxSxH.dtype)
+    out_BxKxGTxH = jnp.einsum("BKQS,BKSH->BKQH", probs, v_BxKxSxH)
+    return out_BxKxGTxH.reshape(b, k, g, t, h)
+
+
 def _blocks(x_BxSx___, block: int):
     """[B, S, ...] -> [S / block, B, block, ...] for a scan over key blocks."""
     b, s = x_BxSx___.shape[:2]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from monitor_jax.model.attention import KERNELS, MaskInfo, dense_attention
+from monitor_jax.model.attention import KERNELS, MaskInfo, cached_attention
 from monitor_jax.model.config import ModelConfig, rope_inv_freq
 from monitor_jax.parallel.sharding import constrain
 
@@ -105,25 +105,34 @@ class Attention(nnx.Module):
             q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
         q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, sin_BxTxK, cos_BxTxK), ("batch", "length", "heads", "head_dim"), rules)
         k_BxTxKxH = apply_rope(k_BxTxKxH, sin_BxTxK, cos_BxTxK)
-        new_kv = (k_BxTxKxH, v_BxTxKxH)   # without a cache: this call's keys/values (prefill keeps them)
-        if kv is not None:  # write this step's keys/values at the shared slot `end`: an in-place slice update
-            k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BxTxKxH.astype(kv[0].dtype), end, axis=1)
-            v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BxTxKxH.astype(kv[1].dtype), end, axis=1)
-            k_BxSxKxH = constrain(k_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), rules)
-            v_BxSxKxH = constrain(v_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), rules)
-            new_kv = (k_BxSxKxH, v_BxSxKxH)
-            k_BxTxKxH, v_BxTxKxH = k_BxSxKxH.astype(q_BxTxNxH.dtype), v_BxSxKxH.astype(q_BxTxNxH.dtype)
-        k_BxSxKxH = constrain(k_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
-        v_BxSxKxH = constrain(v_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
-
         b, t, n, h = q_BxTxNxH.shape
-        kv_heads = k_BxSxKxH.shape[2]
+        kv_heads = k_BxTxKxH.shape[2]
         q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv_heads, n // kv_heads, h)  # GQA: G query heads per KV head
-        # Decoding attends a few queries to the cache: the dense kernel is right there.
-        kernel = dense_attention if kv is not None else KERNELS[cfg.attention]
-        out_BxTxKxGxH = kernel(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, info, scale=cfg.scale,
-                               softcap=cfg.attn_logit_softcap, window=window, block=cfg.attention_block)
-        return self.o_proj(out_BxTxKxGxH.reshape(b, t, n, h)), new_kv
+        if kv is None:   # training, scoring, prefill: the configured kernel over this call's keys
+            k_BxTxKxH = constrain(k_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
+            v_BxTxKxH = constrain(v_BxTxKxH, ("batch", "length", "kv_heads", "head_dim"), rules)
+            out_BxTxKxGxH = KERNELS[cfg.attention](q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, info, scale=cfg.scale,
+                                                   softcap=cfg.attn_logit_softcap, window=window,
+                                                   block=cfg.attention_block)
+            return self._out(out_BxTxKxGxH.reshape(b, t, n, h)), (k_BxTxKxH, v_BxTxKxH)
+        # Decoding: write this step's keys/values at the shared slot `end` (an in-place slice update) of the
+        # head-major cache [B, K, S, H], the layout both attention products read without a transpose.
+        write = lambda c, x_BxTxKxH: constrain(  # noqa: E731
+            jax.lax.dynamic_update_slice_in_dim(c, x_BxTxKxH.swapaxes(1, 2).astype(c.dtype), end, axis=2),
+            ("batch", "kv_heads", "cache_length", "head_dim"), rules)
+        k_BxKxSxH, v_BxKxSxH = write(kv[0], k_BxTxKxH), write(kv[1], v_BxTxKxH)
+        out_BxKxGxTxH = cached_attention(q_BxTxKxGxH, k_BxKxSxH.astype(q_BxTxNxH.dtype),
+                                         v_BxKxSxH.astype(q_BxTxNxH.dtype), info, scale=cfg.scale,
+                                         softcap=cfg.attn_logit_softcap, window=window)
+        out_BxTxNxH = out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+        return self._out(out_BxTxNxH), (k_BxKxSxH, v_BxKxSxH)
+
+    def _out(self, x_BxTxNxH):
+        """o_proj with (N, H) merged into one contracting dim: as a two-dim contraction, jnp.einsum orders
+        it (H, N), and XLA then copies the [N, H, D] kernel into that order on every call."""
+        b, t, n, h = x_BxTxNxH.shape
+        w_FxD = self.o_proj.kernel[...].reshape(n * h, -1).astype(self.o_proj.dtype)
+        return jnp.einsum("BTF,FD->BTD", x_BxTxNxH.reshape(b, t, n * h).astype(self.o_proj.dtype), w_FxD)
 
 
 class MLP(nnx.Module):
@@ -170,7 +179,7 @@ class Block(nnx.Module):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Per-layer keys/values [B, S, K, H] of left-padded rows.
+    """Per-layer keys/values [B, K, S, H] (head-major) of left-padded rows.
 
     Row b's tokens fill slots [start_B[b], end); every row writes its next token at the same slot `end`, so
     a decode step updates one [B, 1, K, H] slice in place (a per-row write offset would be a scatter that
@@ -183,7 +192,7 @@ class KVCache:
 
     @property
     def size(self) -> int:
-        return self.keys[0].shape[1]
+        return self.keys[0].shape[2]
 
 
 def positions_from_segments(segment_ids_BxT: jax.Array) -> jax.Array:
@@ -255,8 +264,9 @@ class Transformer(nnx.Module):
         cache_dtype = jnp.dtype(dtype or self.cfg.dtype)
 
         def slots(x_BxTxKxH):
-            x_BxSxKxH = jnp.pad(x_BxTxKxH.astype(cache_dtype), ((0, 0), (0, cache_size - t), (0, 0), (0, 0)))
-            return constrain(x_BxSxKxH, ("batch", "cache_length", "kv_heads", "head_dim"), self.cfg.sharding_rules)
+            x_BxKxTxH = x_BxTxKxH.swapaxes(1, 2).astype(cache_dtype)
+            x_BxKxSxH = jnp.pad(x_BxKxTxH, ((0, 0), (0, 0), (0, cache_size - t), (0, 0)))
+            return constrain(x_BxKxSxH, ("batch", "kv_heads", "cache_length", "head_dim"), self.cfg.sharding_rules)
 
         start_B = t - segment_ids_BxT.sum(axis=1)
         cache = KVCache(tuple(slots(k) for k, _ in kvs), tuple(slots(v) for _, v in kvs), start_B, jnp.int32(t))
