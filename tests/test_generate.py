@@ -194,3 +194,22 @@ def test_non_finite_logits_stop_the_sampler(hf_dir):
     model.final_norm.scale[...] = jax.numpy.full_like(model.final_norm.scale[...], jax.numpy.nan)
     with pytest.raises(NonFiniteError, match=r"prompt\(s\) \[0, 1\]"):
         generate_ids(model, [[5, 6], [7, 8, 9]], max_new_tokens=3)
+
+
+def test_stop_ids_come_from_tokenizer_config_and_generation_config(tmp_path, small_tokenizer, hf_dir):
+    import json
+    import shutil
+
+    from monitor_jax.generate import stop_ids
+
+    # Gemma 3 declares <eos> in config.json and adds <end_of_turn> in generation_config.json.
+    ckpt = tmp_path / "gemma"
+    shutil.copytree(hf_dir["gemma3"], ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(dict(config, eos_token_id=1)))
+    (ckpt / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 106]}))
+    im_end = small_tokenizer.eos_id
+    assert stop_ids(small_tokenizer, str(ckpt)) == (im_end, 1, 106)
+    assert stop_ids(None, str(ckpt)) == (1, 106)
+    model, _ = load_hf(ckpt)
+    assert Sampler(model, small_tokenizer, max_prompt_length=16, max_new_tokens=4).eos_ids == (im_end, 1, 106)
