@@ -138,6 +138,8 @@ def test_sizes_are_checked_before_anything_runs(hf_dir):
         sampler.generate([[5] * 3, [5] * 17])
     with pytest.raises(DataError, match="prompt 0 is empty"):
         sampler.generate([[]])
+    with pytest.raises(DataError, match=r"prompt 1 has token id 256 outside the model's vocabulary \[0, 256\)"):
+        sampler.generate([[5], [4, 256]])
     with pytest.raises(ConfigError, match="max_new_tokens=9 must be in"):
         sampler.generate([[5] * 3], max_new_tokens=9)
     with pytest.raises(ConfigError, match="top_p"):

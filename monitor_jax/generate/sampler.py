@@ -115,9 +115,14 @@ class Sampler:
         out[:len(eos_ids)] = eos_ids
         return out
 
-    def _bucket(self, index: int, n: int) -> int:
+    def _bucket(self, index: int, ids: Sequence[int]) -> int:
+        n = len(ids)
         if n == 0:
             raise DataError(f"prompt {index} is empty")
+        lo, hi = min(ids), max(ids)
+        if lo < 0 or hi >= self.cfg.vocab_size:   # an id past the embedding would read garbage, silently
+            raise DataError(f"prompt {index} has token id {lo if lo < 0 else hi} outside the model's vocabulary "
+                            f"[0, {self.cfg.vocab_size})")
         i = bisect.bisect_left(self.buckets, n)
         if i == len(self.buckets):
             raise DataError(f"prompt {index} is {n} tokens, longer than max_prompt_length={self.max_prompt_length}; "
@@ -174,7 +179,7 @@ class Sampler:
                         stop_ids=self._stops(self.eos_ids if eos_ids is None else tuple(eos_ids)))
         pending: dict[int, list[tuple[int, Sequence[int]]]] = {}
         for index, ids in prompts:
-            length = self._bucket(index, len(ids))
+            length = self._bucket(index, ids)
             pending.setdefault(length, []).append((index, list(ids)))
             if len(pending[length]) == self.batch_size:
                 yield from self._run(pending.pop(length), length, settings)
