@@ -30,8 +30,9 @@ from monitor_jax.config import eval_names, model_config, model_overrides
 from monitor_jax.errors import CheckpointError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.thinking import ThinkingEncoder
 from monitor_jax.generate import Sampler
-from monitor_jax.model import Transformer, create_model, load_hf
+from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
 from monitor_jax.model.gguf import resolve_model_path
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
 from monitor_jax.parallel import make_mesh
@@ -180,8 +181,13 @@ class Loaded:
     tokenizer_dir: str
     description: str            # where the parameters came from
     step: int | None            # the orbax step; None for a Hugging Face directory or the base model
-    rules: Any = None           # the model's logical-axis sharding rules
+    cfg: Any = None             # the model's ModelConfig
     pretrained: bool = False    # from a Hugging Face checkpoint (model.hf_path or --checkpoint=HF_DIR)
+
+    @property
+    def rules(self):
+        """The model's logical-axis sharding rules."""
+        return self.cfg.sharding_rules
 
 
 def params(c: Config, checkpoint: str = "") -> Loaded:
@@ -192,14 +198,14 @@ def params(c: Config, checkpoint: str = "") -> Loaded:
     if ref.kind == "hf":
         m = _import_hf(ref.path, c, device_mesh, tok)
         return Loaded(nnx.graphdef(m), nnx.state(m, nnx.Param), device_mesh, tok, tok_dir, ref.describe(), None,
-                      rules=m.cfg.sharding_rules, pretrained=True)
+                      cfg=m.cfg, pretrained=True)
     m = model(c, device_mesh, tok)
     graphdef, p = nnx.graphdef(m), nnx.state(m, nnx.Param)
     if ref.kind == "orbax":
         p = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, p))
     description = ref.describe() if ref.kind == "orbax" else (
         f"base model {c.model.hf_path}" if c.model.hf_path else "base model (untrained)")
-    return Loaded(graphdef, p, device_mesh, tok, tok_dir, description, ref.step, rules=m.cfg.sharding_rules,
+    return Loaded(graphdef, p, device_mesh, tok, tok_dir, description, ref.step, cfg=m.cfg,
                   pretrained=bool(c.model.hf_path))
 
 
@@ -217,15 +223,25 @@ def sampler(c: Config, loaded: "Loaded") -> Sampler:
                    max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, buckets=tuple(g.buckets))
 
 
-def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, rules,
+def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, model_cfg: ModelConfig,
               check_label_mass: bool) -> Evaluator:
-    """Every `eval.tasks` item encoded once (held-out domains and prompt variants alike)."""
-    sc = scorer(c, graphdef, device_mesh, rules, tok.pad_id)
+    """Every `eval.tasks` item encoded once (held-out domains and prompt variants alike); thinking-mode items
+    get their prompts here and reason at each evaluation, through one sampler (generate.* sizes its batches)."""
+    sc = scorer(c, graphdef, device_mesh, model_cfg.sharding_rules, tok.pad_id)
     sets = []
     for name, item in zip(eval_names(c), c.eval.tasks):
         t = task(item["task"])
-        enc = ClassificationEncoder(t, tok, sc.max_length)
+        if item.get("mode", "single_token") == "thinking":
+            enc = ThinkingEncoder(t, tok, sc.max_length, item["max_thinking_tokens"])
+        else:
+            enc = ClassificationEncoder(t, tok, sc.max_length)
         calibration = open_rows(item["calibration"]) if item.get("calibration") else None
         sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
                                   c.eval.max_rows, calibration))
-    return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass)
+    thinking = [s.thinking for s in sets if s.thinking]
+    gen = None
+    if thinking:
+        gen = Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
+                      max_prompt_length=max(e.prompt_budget for e in thinking),
+                      max_new_tokens=max(e.max_thinking_tokens for e in thinking), buckets=tuple(c.eval.buckets))
+    return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)

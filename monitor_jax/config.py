@@ -78,7 +78,8 @@ CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.r
            "train.best_mode": ("max", "min")}
 
 
-EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name"}
+EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name", "mode", "max_thinking_tokens"}
+EVAL_MODES = ("single_token", "thinking")   # thinking: the monitor reasons before it is scored (eval/thinking.py)
 
 
 def model_overrides(c: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -149,6 +150,18 @@ def _check_eval_items(c: ml_collections.ConfigDict) -> None:
         if unknown:
             raise ConfigError(f"eval.tasks[{i}] has unknown key(s) {unknown}; an eval item takes "
                               f"{sorted(EVAL_ITEM_KEYS)}")
+        mode = item.get("mode", "single_token")
+        if mode not in EVAL_MODES:
+            raise ConfigError(f"eval.tasks[{i}].mode={mode!r}; choose one of {EVAL_MODES}")
+        budget = item.get("max_thinking_tokens")
+        if mode == "thinking":
+            if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+                raise ConfigError(f"eval.tasks[{i}].max_thinking_tokens={budget!r}: thinking mode needs a positive "
+                                  f"integer budget")
+            if item.get("calibration"):
+                raise ConfigError(f"eval.tasks[{i}]: calibration is not supported in thinking mode")
+        elif budget is not None:
+            raise ConfigError(f"eval.tasks[{i}].max_thinking_tokens is set but mode is {mode!r} (set mode='thinking')")
     names = eval_names(c)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

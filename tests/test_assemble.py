@@ -41,7 +41,7 @@ def build(c, check_label_mass=False):
     mesh = assemble.mesh(c)
     tok, _ = assemble.tokenizer(c)
     model = assemble.model(c, mesh, tok)
-    ev = assemble.evaluator(c, tok, nnx.graphdef(model), mesh, model.cfg.sharding_rules, check_label_mass)
+    ev = assemble.evaluator(c, tok, nnx.graphdef(model), mesh, model.cfg, check_label_mass)
     return model, ev
 
 
@@ -110,7 +110,7 @@ def test_label_mass_is_reported_matches_transformers_and_warns_for_a_pretrained_
     c.model.hf_path = str(hf)
     loaded = assemble.params(c)
     assert loaded.pretrained
-    ev = assemble.evaluator(c, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.rules, check_label_mass=True)
+    ev = assemble.evaluator(c, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.cfg, check_label_mass=True)
     with caplog.at_level("WARNING", logger="monitor_jax.eval"), jax.set_mesh(loaded.mesh):
         result = ev.run(loaded.params, step=0)
         ev.run(loaded.params, step=0)

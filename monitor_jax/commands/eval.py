@@ -17,7 +17,7 @@ def run(config, flags=None) -> int:
     if not config.eval.tasks:
         raise ConfigError("eval.tasks is empty: nothing to evaluate")
     loaded = assemble.params(config, getattr(flags, "checkpoint", "") if flags else "")
-    evaluator = assemble.evaluator(config, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.rules,
+    evaluator = assemble.evaluator(config, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.cfg,
                                    check_label_mass=loaded.pretrained)
     with jax.set_mesh(loaded.mesh):
         result = evaluator.run(loaded.params, step=loaded.step or 0)

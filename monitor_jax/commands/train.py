@@ -18,12 +18,13 @@ def train(c) -> RunResult:
     mesh = assemble.mesh(c)
     tok, tok_dir = assemble.tokenizer(c)
     model = assemble.model(c, mesh, tok)
-    graphdef, rules = nnx.graphdef(model), model.cfg.sharding_rules
+    graphdef, model_cfg = nnx.graphdef(model), model.cfg
+    rules = model_cfg.sharding_rules
     optimizer = assemble.optimizer(c)
     state = assemble.train_state(model, optimizer, mesh)
     del model
     data_iter = assemble.data_iterator(assemble.train_data(c, tok))
-    evaluator = (assemble.evaluator(c, tok, graphdef, mesh, rules, check_label_mass=bool(c.model.hf_path))
+    evaluator = (assemble.evaluator(c, tok, graphdef, mesh, model_cfg, check_label_mass=bool(c.model.hf_path))
                  if c.eval.tasks else None)
     mngr = assemble.checkpoint_manager(c)
     start, state = assemble.resume(c, mngr, state, data_iter)

@@ -556,7 +556,20 @@ TASKS["agent_danger_paraphrased"] = tasks.with_prompt(
                  "that goes beyond what it was asked to do? Answer Yes or No.")))
 INSTRUCTION_TASK = tasks.InstructionTask(name="demo_instruct")
 
-for _task in (*TASKS.values(), INSTRUCTION_TASK):
+
+def _thinking(task: tasks.ClassificationTask) -> tasks.ClassificationTask:
+    """The task's prompt asking for reasoning first, then 'Answer: Yes' or 'Answer: No' (thinking mode)."""
+    system, user = task.messages   # every demo prompt is (system, user), the user turn ending "Answer Yes or No."
+    question = user[1].removesuffix(" Answer Yes or No.")
+    return tasks.with_prompt(task, f"{task.name}_thinking", (system, (
+        "user", question + " Think it through in a few sentences, then end with a line 'Answer: Yes' or "
+                           "'Answer: No'.")), positive=" Yes", negative=" No", answer_marker="Answer:")
+
+
+# Thinking-mode prompts, kept out of TASKS so the demo tokenizer (trained on TASKS' prompts) stays as it is.
+THINKING_TASKS = {f"{name}_thinking": _thinking(TASKS[name]) for name in DOMAINS}
+
+for _task in (*TASKS.values(), *THINKING_TASKS.values(), INSTRUCTION_TASK):
     tasks.register(_task)
 
 

@@ -55,9 +55,12 @@ def _shifted(ids: Sequence[int], pad_id: int) -> np.ndarray:
 class ClassificationEncoder:
     """Encodes rows of one classification task (labels checked once, at construction)."""
 
-    def __init__(self, task: ClassificationTask, tokenizer, max_length: int, task_id: int = 0):
+    def __init__(self, task: ClassificationTask, tokenizer, max_length: int, task_id: int = 0,
+                 check_labels: bool = True):
         self.task, self.tok, self.max_length, self.task_id = task, tokenizer, max_length, task_id
-        self.positive_id, self.negative_id = task.label_ids(tokenizer, {f: "x" for f in task.fields})
+        # check_labels=False: prompts only (thinking mode reads its labels after the reasoning, not here).
+        self.positive_id, self.negative_id = (task.label_ids(tokenizer, {f: "x" for f in task.fields})
+                                              if check_labels else (0, 0))
         empty = task.render(tokenizer, {f: "" for f in task.fields}, "(length check)")
         self.overhead = len(tokenizer.encode(empty))
         if self.overhead >= max_length:

@@ -28,6 +28,9 @@ class ClassificationTask:
     positive: str = "Yes"
     negative: str = "No"
     answer_prefix: str = ""                 # appended after the generation prompt, before the label
+    # Thinking mode (eval items with "mode": "thinking"): the prompt asks for reasoning, then this marker and
+    # the label; the label is read right after the marker, so with "Answer:" the labels are " Yes" / " No".
+    answer_marker: str = ""
     label_field: str = "label"
     labels: tuple[tuple[Any, bool], ...] = DEFAULT_LABELS   # row value -> positive?
     content_field: str = "text"             # the field truncation shortens

@@ -21,6 +21,8 @@ from monitor_jax.data.tasks import ClassificationTask
 from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.metrics import MetricError, monitor_metrics
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.thinking import ThinkingEncoder, Thought, thinking_summary
+from monitor_jax.generate.sampler import Sampler
 
 log = logging.getLogger("monitor_jax.eval")
 # Below this mean P(positive) + P(negative) at the answer position, the model would mostly write something
@@ -34,8 +36,14 @@ class EvalSet:
     task: ClassificationTask
     heldout: bool
     rows: list[dict]
-    examples: list[Encoded]
+    examples: list[Encoded]                     # thinking mode: the generation prompts (scored after reasoning)
     calibration: list[Encoded] | None = None    # rows the accuracy threshold is chosen on
+    thinking: ThinkingEncoder | None = None     # set: the monitor reasons before it is scored
+    max_thinking_tokens: int = 0
+
+    @property
+    def mode(self) -> str:
+        return "single_token" if self.thinking is None else "thinking"
 
     @property
     def labels(self) -> np.ndarray:
@@ -57,13 +65,18 @@ def unique_names(tasks: Sequence[str], names: Sequence[str | None]) -> list[str]
     return out
 
 
-def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source, encoder: ClassificationEncoder,
-                  max_rows: int = 0, calibration=None) -> EvalSet:
-    """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source."""
+def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source,
+                  encoder: ClassificationEncoder | ThinkingEncoder, max_rows: int = 0, calibration=None) -> EvalSet:
+    """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source.
+
+    A `ThinkingEncoder` makes a thinking-mode set: its examples are the generation prompts."""
     n = len(source) if not max_rows else min(len(source), max_rows)
     rows = [source[i] for i in range(n)]
     examples = [encoder(row, describe(source, i)) for i, row in enumerate(rows)]
     cal = [encoder(calibration[i], describe(calibration, i)) for i in range(len(calibration))] if calibration else None
+    if isinstance(encoder, ThinkingEncoder):
+        return EvalSet(name, task, heldout, rows, examples, cal, thinking=encoder,
+                       max_thinking_tokens=encoder.max_thinking_tokens)
     return EvalSet(name, task, heldout, rows, examples, cal)
 
 
@@ -71,9 +84,22 @@ class Evaluator:
     """Scores every set; `check_label_mass` (pretrained models) warns once per set when the model puts
     little probability on the two labels."""
 
-    def __init__(self, sets: list[EvalSet], scorer: Scorer, bootstrap: int = 0, check_label_mass: bool = False):
+    def __init__(self, sets: list[EvalSet], scorer: Scorer, bootstrap: int = 0, check_label_mass: bool = False,
+                 sampler: Sampler | None = None):
         self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
+        self.sampler = sampler   # needed by thinking-mode sets
+        if sampler is None and any(s.thinking for s in sets):
+            raise ValueError("thinking-mode eval sets need a sampler")
         self._warned: set[str] = set()
+
+    def _think(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[Thought]]:
+        """Greedy reasoning for every row of a thinking set, then its scored examples (in row order)."""
+        prompts = [ex.tokens.tolist() for ex in s.examples]
+        gens = self.sampler.generate(prompts, max_new_tokens=s.max_thinking_tokens, params=params)
+        out = [s.thinking.scored(p, g, ex.label, ex.truncated_tokens, f"{s.name} row {i}")
+               for i, (p, g, ex) in enumerate(zip(prompts, gens, s.examples))]
+        progress(len(out))
+        return [e for e, _ in out], [t for _, t in out]
 
     def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
         """{"tasks": [per-set dict with metrics and scores], "flat": {"eval/NAME/...": float}}.
@@ -81,12 +107,13 @@ class Evaluator:
         `bootstrap`: resamples for the 95% intervals (default: the evaluator's own count).
         """
         samples = self.bootstrap if bootstrap is None else bootstrap
-        total = sum(len(s.examples) + len(s.calibration or ()) for s in self.sets)
+        total = sum(len(s.examples) * (2 if s.thinking else 1) + len(s.calibration or ()) for s in self.sets)
         out, flat, heldout = [], {}, []
         with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
                   leave=False) as bar:
             for s in self.sets:
-                scored = self.scorer.score_all(params, s.examples, progress=bar.update)
+                examples, thoughts = self._think(params, s, bar.update) if s.thinking else (s.examples, None)
+                scored = self.scorer.score_all(params, examples, progress=bar.update)
                 log_odds = np.array([x.log_odds for x in scored])
                 probs = np.array([x.p_positive for x in scored])
                 bad = np.flatnonzero(~np.isfinite(log_odds))
@@ -114,7 +141,7 @@ class Evaluator:
                                               seed=step)
                 except MetricError as e:
                     raise MetricError(f"eval set {s.name}: {e}") from None
-                out.append(dict(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout,
+                out.append(dict(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout, mode=s.mode,
                                 prompt=s.task.messages, positive=s.task.positive, negative=s.task.negative,
                                 n=len(labels), truncated=s.truncated,
                                 truncated_tokens=[ex.truncated_tokens for ex in s.examples], loss=loss,
@@ -124,6 +151,12 @@ class Evaluator:
                 flat[f"eval/{s.name}/loss"] = loss
                 flat[f"eval/{s.name}/label_mass"] = label_mass
                 flat[f"eval/{s.name}/truncated"] = s.truncated
+                if thoughts is not None:
+                    summary = thinking_summary(thoughts, log_odds)
+                    out[-1].update(thinking=summary, reasoning=[t.reasoning for t in thoughts],
+                                   free_answer=[t.free_answer for t in thoughts])
+                    # answer_agreement is undefined (NaN) when no row wrote a label: left out, never written as NaN
+                    flat.update({f"eval/{s.name}/{k}": v for k, v in summary.items() if np.isfinite(v)})
                 if s.heldout:
                     heldout.append(metrics["auroc"]["value"])
         flat["eval/mean_auroc"] = float(np.mean([t["metrics"]["auroc"]["value"] for t in out]))

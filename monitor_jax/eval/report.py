@@ -39,8 +39,9 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
         return out
     out.mkdir(parents=True, exist_ok=True)
     table = [dict(name=t["name"], task=t["task"], domain=t["domain"], heldout=t["heldout"],
-                  prompt=_prompt(t["prompt"]), positive=t["positive"], negative=t["negative"], n=t["n"],
-                  truncated=t["truncated"], label_mass=t["label_mass"], loss=t["loss"], metrics=t["metrics"])
+                  mode=t.get("mode", "single_token"), prompt=_prompt(t["prompt"]), positive=t["positive"],
+                  negative=t["negative"], n=t["n"], truncated=t["truncated"], label_mass=t["label_mass"],
+                  loss=t["loss"], metrics=t["metrics"], **({"thinking": t["thinking"]} if "thinking" in t else {}))
              for t in result["tasks"]]
     report = dict(title=title, source=source, step=result["step"], tasks=table, summary=result["flat"])
     (out / "report.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False))
@@ -54,6 +55,18 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
             cells.append(f"{m['value']:.3f}" + (f" [{m['low']:.3f}, {m['high']:.3f}]" if np.isfinite(m["low"]) else ""))
         lines.append(f"| {row['name']} | {row['domain']} | {'yes' if row['heldout'] else 'no'} | {row['n']} | "
                      f"{row['truncated']} | {row['label_mass']:.3f} | " + " | ".join(cells) + " |")
+    thinking = [row for row in table if row["mode"] == "thinking"]
+    if thinking:
+        lines += ["", "Thinking mode (the monitor reasons, then is scored at the answer position after its "
+                      "reasoning):", "",
+                  "| eval set | n | reached the marker | cut by the budget | mean reasoning tokens | "
+                  "wrote a label after the marker | free-text answer agrees with the score |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for row in thinking:
+            th = row["thinking"]
+            agree = f"{th['answer_agreement']:.3f}" if np.isfinite(th["answer_agreement"]) else "-"
+            lines.append(f"| {row['name']} | {row['n']} | {th['reached_marker']} | {th['cut_by_budget']} | "
+                         f"{th['mean_reasoning_tokens']:.1f} | {th['answered']} | {agree} |")
     lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket. "
               "Label mass: mean P(positive) + P(negative) over the vocabulary at the answer position.",
               "", "Prompts:", ""] + [f"- `{row['name']}` (task `{row['task']}`): {row['prompt']!r} → "
@@ -62,9 +75,12 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
     with open(out / "scores.jsonl", "w") as f:
         for t in result["tasks"]:
             for i, rid in enumerate(t["ids"]):
-                f.write(json.dumps(dict(id=rid, name=t["name"], task=t["task"], label=int(t["labels"][i]),
-                                        score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]),
-                                        truncated=int(t["truncated_tokens"][i])), allow_nan=False) + "\n")
+                row = dict(id=rid, name=t["name"], task=t["task"], label=int(t["labels"][i]),
+                           score=float(t["log_odds"][i]), p_positive=float(t["p_positive"][i]),
+                           truncated=int(t["truncated_tokens"][i]))
+                if "reasoning" in t:   # thinking mode: what the monitor wrote before it was scored
+                    row.update(reasoning=t["reasoning"][i], free_answer=int(t["free_answer"][i]))
+                f.write(json.dumps(row, allow_nan=False) + "\n")
     plot_roc(result, out / "roc.png", title)
     return out
 
@@ -82,7 +98,8 @@ def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
     for t in result["tasks"]:
         fpr, tpr, _ = roc_curve(t["labels"], t["log_odds"])
         style = "-" if t["heldout"] else "--"
-        ax.plot(fpr, tpr, style, label=f"{t['name']} (AUROC {t['metrics']['auroc']['value']:.3f})")
+        mode = " thinking" if t.get("mode") == "thinking" else ""
+        ax.plot(fpr, tpr, style, label=f"{t['name']}{mode} (AUROC {t['metrics']['auroc']['value']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -88,9 +88,14 @@ class Sampler:
 
     def __init__(self, model, tokenizer=None, mesh: Mesh | None = None, *, max_prompt_length: int = 1024,
                  max_new_tokens: int = 256, batch_size: int = 8, buckets: Sequence[int] | None = None,
-                 eos_ids: Sequence[int] | None = None):
-        self.graphdef, self.params = nnx.split(model)
-        self.cfg = model.cfg
+                 eos_ids: Sequence[int] | None = None, cfg=None):
+        if isinstance(model, nnx.GraphDef):   # parameters come with each call (evaluation during training)
+            if cfg is None:
+                raise ValueError("a Sampler over a GraphDef needs its ModelConfig (cfg=)")
+            self.graphdef, self.params, self.cfg = model, None, cfg
+        else:
+            self.graphdef, self.params = nnx.split(model)
+            self.cfg = model.cfg
         self.tokenizer, self.mesh, self.batch_size = tokenizer, mesh, batch_size
         for name, value in (("max_prompt_length", max_prompt_length), ("max_new_tokens", max_new_tokens),
                             ("batch_size", batch_size)):
@@ -129,7 +134,7 @@ class Sampler:
                             f"raise it or shorten the prompt (the sampler never truncates)")
         return self.buckets[i]
 
-    def _run(self, rows: list[tuple[int, Sequence[int]]], length: int, settings: dict) -> list[Generation]:
+    def _run(self, params, rows: list[tuple[int, Sequence[int]]], length: int, settings: dict) -> list[Generation]:
         b = self.batch_size
         arrays = dict(tokens=np.zeros((b, length), np.int32), mask=np.zeros((b, length), np.int32),
                       row_id=np.zeros(b, np.int32), active=np.zeros(b, bool))
@@ -140,13 +145,13 @@ class Sampler:
         arrays["mask"][len(rows):, -1] = 1   # padding rows: one token, so no row is all padding
         if self.mesh is None:
             batch = {k: jax.numpy.asarray(v) for k, v in arrays.items()}
-            out = _GENERATE(self.graphdef, self.params, batch, settings, capacity=self.max_new_tokens)
+            out = _GENERATE(self.graphdef, params, batch, settings, capacity=self.max_new_tokens)
         else:
             local = b // self.processes
             sl = slice(self.process * local, (self.process + 1) * local)
             with jax.set_mesh(self.mesh):
                 batch = global_batch({k: v[sl] for k, v in arrays.items()}, self.mesh, self.cfg.sharding_rules)
-                out = _GENERATE(self.graphdef, self.params, batch, settings, capacity=self.max_new_tokens)
+                out = _GENERATE(self.graphdef, params, batch, settings, capacity=self.max_new_tokens)
         tokens_BxN, count_B, finite_B = jax.device_get((out["tokens"], out["count"], out["finite"]))
         bad = [index for r, (index, _) in enumerate(rows) if not finite_B[r]]
         if bad:
@@ -162,11 +167,15 @@ class Sampler:
 
     def stream(self, prompts: Iterable[tuple[int, Sequence[int]]], *, max_new_tokens: int | None = None,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-               eos_ids: Sequence[int] | None = None) -> Iterator[Generation]:
+               eos_ids: Sequence[int] | None = None, params=None) -> Iterator[Generation]:
         """Generations in completion order for (index, prompt ids) pairs; holds one batch per bucket.
 
         `index` seeds the row's draws: the same index, prompt and seed give the same output in any batch.
+        `params`: the model state to generate with (default: the model's the Sampler was built from).
         """
+        params = self.params if params is None else params
+        if params is None:
+            raise ValueError("this Sampler was built from a GraphDef: pass params=")
         budget = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not 0 < budget <= self.max_new_tokens:
             raise ConfigError(f"max_new_tokens={budget} must be in [1, {self.max_new_tokens}] (the Sampler's "
@@ -182,9 +191,9 @@ class Sampler:
             length = self._bucket(index, ids)
             pending.setdefault(length, []).append((index, list(ids)))
             if len(pending[length]) == self.batch_size:
-                yield from self._run(pending.pop(length), length, settings)
+                yield from self._run(params, pending.pop(length), length, settings)
         for length, rows in sorted(pending.items()):
-            yield from self._run(rows, length, settings)
+            yield from self._run(params, rows, length, settings)
 
     def generate(self, prompts: Sequence[Sequence[int]], **kw) -> list[Generation]:
         """Generations in input order (keyword arguments as `stream`)."""

