@@ -30,6 +30,7 @@ from monitor_jax.config import eval_names, model_config, model_overrides
 from monitor_jax.errors import CheckpointError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.summarize import Judge, SummaryEncoder
 from monitor_jax.eval.thinking import ThinkingEncoder
 from monitor_jax.generate import Sampler
 from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
@@ -223,25 +224,51 @@ def sampler(c: Config, loaded: "Loaded") -> Sampler:
                    max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, buckets=tuple(g.buckets))
 
 
+def judge(c: Config, spec: str, device_mesh: Mesh, tok: Tokenizer) -> Judge:
+    """The summary judge: "base" (the model the run started from: model.hf_path, or model.config's random
+    init with the run's seed) or a Hugging Face directory (with its own tokenizer)."""
+    if spec == "base":
+        m, judge_tok, what = model(c, device_mesh, tok), tok, f"base model {c.model.hf_path or '(random init)'}"
+    else:
+        ref = checkpoints.resolve(spec, c.workdir)
+        if ref.kind != "hf":
+            raise CheckpointError(f"judge={spec!r}: a judge is 'base' or a Hugging Face directory; export a run's "
+                                  f"checkpoint with the export command to judge with it")
+        judge_tok = load_tokenizer(ref.path)
+        m = _import_hf(ref.path, c, device_mesh, judge_tok)
+        what = f"Hugging Face directory {ref.path}"
+    graphdef = nnx.graphdef(m)
+    return Judge(nnx.state(m, nnx.Param), scorer(c, graphdef, device_mesh, m.cfg.sharding_rules, judge_tok.pad_id),
+                 judge_tok, what)
+
+
 def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, model_cfg: ModelConfig,
               check_label_mass: bool) -> Evaluator:
     """Every `eval.tasks` item encoded once (held-out domains and prompt variants alike); thinking-mode items
     get their prompts here and reason at each evaluation, through one sampler (generate.* sizes its batches)."""
     sc = scorer(c, graphdef, device_mesh, model_cfg.sharding_rules, tok.pad_id)
-    sets = []
+    sets, judges = [], {}
     for name, item in zip(eval_names(c), c.eval.tasks):
         t = task(item["task"])
-        if item.get("mode", "single_token") == "thinking":
+        mode = item.get("mode", "single_token")
+        if mode == "thinking":
             enc = ThinkingEncoder(t, tok, sc.max_length, item["max_thinking_tokens"])
+        elif mode == "summarize":
+            spec = item.get("judge", "base") or "base"
+            if spec not in judges:
+                judges[spec] = judge(c, spec, device_mesh, tok)
+            enc = SummaryEncoder(t, tok, sc.max_length, task(item["judge_task"]), judges[spec],
+                                 item["max_summary_tokens"])
         else:
             enc = ClassificationEncoder(t, tok, sc.max_length)
         calibration = open_rows(item["calibration"]) if item.get("calibration") else None
         sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
                                   c.eval.max_rows, calibration))
-    thinking = [s.thinking for s in sets if s.thinking]
+    writers = [s.thinking or s.summarize for s in sets if s.generates]
     gen = None
-    if thinking:
+    if writers:
+        budgets = [s.max_thinking_tokens or s.summarize.max_summary_tokens for s in sets if s.generates]
         gen = Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
-                      max_prompt_length=max(e.prompt_budget for e in thinking),
-                      max_new_tokens=max(e.max_thinking_tokens for e in thinking), buckets=tuple(c.eval.buckets))
+                      max_prompt_length=max(e.prompt_budget for e in writers), max_new_tokens=max(budgets),
+                      buckets=tuple(c.eval.buckets))
     return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)

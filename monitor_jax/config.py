@@ -78,8 +78,12 @@ CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.r
            "train.best_mode": ("max", "min")}
 
 
-EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name", "mode", "max_thinking_tokens"}
-EVAL_MODES = ("single_token", "thinking")   # thinking: the monitor reasons before it is scored (eval/thinking.py)
+EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name", "mode", "max_thinking_tokens",
+                  "max_summary_tokens", "judge_task", "judge"}
+# thinking: the monitor reasons before it is scored (eval/thinking.py); summarize: it summarizes and a judge
+# scores the summary (eval/summarize.py).
+EVAL_MODES = ("single_token", "thinking", "summarize")
+MODE_KEYS = {"thinking": ("max_thinking_tokens",), "summarize": ("max_summary_tokens", "judge_task", "judge")}
 
 
 def model_overrides(c: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -153,15 +157,21 @@ def _check_eval_items(c: ml_collections.ConfigDict) -> None:
         mode = item.get("mode", "single_token")
         if mode not in EVAL_MODES:
             raise ConfigError(f"eval.tasks[{i}].mode={mode!r}; choose one of {EVAL_MODES}")
-        budget = item.get("max_thinking_tokens")
-        if mode == "thinking":
+        for other, keys in MODE_KEYS.items():
+            stray = [k for k in keys if k in item and other != mode]
+            if stray:
+                raise ConfigError(f"eval.tasks[{i}].{stray[0]} is set but mode is {mode!r} (set mode={other!r})")
+        if mode in MODE_KEYS:
+            budget_key = MODE_KEYS[mode][0]
+            budget = item.get(budget_key)
             if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-                raise ConfigError(f"eval.tasks[{i}].max_thinking_tokens={budget!r}: thinking mode needs a positive "
-                                  f"integer budget")
+                raise ConfigError(f"eval.tasks[{i}].{budget_key}={budget!r}: {mode} mode needs a positive integer "
+                                  f"budget")
             if item.get("calibration"):
-                raise ConfigError(f"eval.tasks[{i}]: calibration is not supported in thinking mode")
-        elif budget is not None:
-            raise ConfigError(f"eval.tasks[{i}].max_thinking_tokens is set but mode is {mode!r} (set mode='thinking')")
+                raise ConfigError(f"eval.tasks[{i}]: calibration is not supported in {mode} mode")
+        if mode == "summarize" and not item.get("judge_task"):
+            raise ConfigError(f"eval.tasks[{i}]: summarize mode needs judge_task (the task whose prompt, over "
+                              f"{{summary}} alone, the judge answers)")
     names = eval_names(c)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from monitor_jax.generate import Sampler
-from monitor_jax.model import load_hf
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--config.model.config.num_layers=1", "--config.model.config.embed_dim=32",
@@ -106,11 +105,14 @@ def test_generate_command(tmp_path):
     assert not (tmp_path / "bad_out.jsonl").exists()
 
 
-def test_generate_file_names_bad_lines(tmp_path, hf_dir, small_tokenizer):
+def test_generate_file_names_bad_lines(tmp_path, small_tokenizer):
     from monitor_jax.commands.generate import generate_file
     from monitor_jax.errors import DataError
+    from monitor_jax.model import ModelConfig, create_model
 
-    model, _ = load_hf(hf_dir["qwen2"])
+    model = create_model(ModelConfig(family="qwen2", vocab_size=small_tokenizer.vocab_size, embed_dim=32,
+                                     num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=32,
+                                     qkv_bias=True))
     sampler = Sampler(model, small_tokenizer, max_prompt_length=64, max_new_tokens=4, batch_size=2)
     for text, message in [('{"prompt": "ok"}\n{"prompt": "ok"\n', "line 2"),
                           ('{"messages": "hi"}\n', "line 1: 'messages' must be a non-empty list"),

@@ -104,21 +104,22 @@ def _thinking_config():
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(mode="think"), "eval.tasks[1].mode='think'; choose one of ('single_token', 'thinking')"),
+    (dict(mode="think"), "eval.tasks[1].mode='think'; choose one of ('single_token', 'thinking', 'summarize')"),
     (dict(max_thinking_tokens=0), "eval.tasks[1].max_thinking_tokens=0: thinking mode needs a positive integer"),
     (dict(mode="single_token"), "eval.tasks[1].max_thinking_tokens is set but mode is 'single_token'"),
     (dict(calibration={"kind": "demo", "domain": "chem_harm", "split": "train", "n": 8}),
      "eval.tasks[1]: calibration is not supported in thinking mode"),
 ])
 def test_thinking_items_are_checked_by_key(change, message):
+    import re
+
     from monitor_jax.config import validate
     from monitor_jax.errors import ConfigError
 
     c = _thinking_config()
     with c.unlocked():
         c.eval.tasks[1] = {**c.eval.tasks[1], **change}
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                       .replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(c, 8, training=False)
 
 
@@ -143,6 +144,11 @@ def test_thinking_demo_config_trains_and_reports(tmp_path):
     assert modes["chem_harm"] == "single_token" and modes["chem_harm_thinking"] == "thinking"
     thinking = report["tasks"][1]["thinking"]
     assert thinking["reached_marker"] + thinking["cut_by_budget"] <= 8
+    # The same run evaluates the agent domain by summarization, judged by the base model.
+    assert modes["agent_danger_summary"] == "summarize" and report["tasks"][6]["judge"] == "base model (random init)"
+    assert "Summarization (the monitor summarizes" in (work / "eval" / "2" / "report.md").read_text()
+    rows = [json.loads(line) for line in (work / "eval" / "2" / "scores.jsonl").read_text().splitlines()]
+    assert sum("summary" in r for r in rows) == 8
     metrics = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/sentiment_thinking/mean_reasoning_tokens" in m for m in metrics)
 

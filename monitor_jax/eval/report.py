@@ -41,7 +41,8 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
     table = [dict(name=t["name"], task=t["task"], domain=t["domain"], heldout=t["heldout"],
                   mode=t.get("mode", "single_token"), prompt=_prompt(t["prompt"]), positive=t["positive"],
                   negative=t["negative"], n=t["n"], truncated=t["truncated"], label_mass=t["label_mass"],
-                  loss=t["loss"], metrics=t["metrics"], **({"thinking": t["thinking"]} if "thinking" in t else {}))
+                  loss=t["loss"], metrics=t["metrics"], **({"thinking": t["thinking"]} if "thinking" in t else {}),
+                  **({k: t[k] for k in ("judge", "judge_task", "judge_truncated")} if "judge" in t else {}))
              for t in result["tasks"]]
     report = dict(title=title, source=source, step=result["step"], tasks=table, summary=result["flat"])
     (out / "report.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False))
@@ -67,6 +68,13 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
             agree = f"{th['answer_agreement']:.3f}" if np.isfinite(th["answer_agreement"]) else "-"
             lines.append(f"| {row['name']} | {row['n']} | {th['reached_marker']} | {th['cut_by_budget']} | "
                          f"{th['mean_reasoning_tokens']:.1f} | {th['answered']} | {agree} |")
+    judged = [row for row in table if row["mode"] == "summarize"]
+    if judged:
+        lines += ["", "Summarization (the monitor summarizes each input; the judge scores the summary alone, "
+                      "against the input's label):", "",
+                  "| eval set | n | judge | judge task | summaries cut to fit the judge |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {row['name']} | {row['n']} | {row['judge']} | {row['judge_task']} | {row['judge_truncated']} |"
+                  for row in judged]
     lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket. "
               "Label mass: mean P(positive) + P(negative) over the vocabulary at the answer position.",
               "", "Prompts:", ""] + [f"- `{row['name']}` (task `{row['task']}`): {row['prompt']!r} → "
@@ -80,6 +88,8 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
                            truncated=int(t["truncated_tokens"][i]))
                 if "reasoning" in t:   # thinking mode: what the monitor wrote before it was scored
                     row.update(reasoning=t["reasoning"][i], free_answer=int(t["free_answer"][i]))
+                if "summaries" in t:   # summarization: what the judge read
+                    row.update(summary=t["summaries"][i])
                 f.write(json.dumps(row, allow_nan=False) + "\n")
     plot_roc(result, out / "roc.png", title)
     return out
@@ -98,7 +108,7 @@ def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
     for t in result["tasks"]:
         fpr, tpr, _ = roc_curve(t["labels"], t["log_odds"])
         style = "-" if t["heldout"] else "--"
-        mode = " thinking" if t.get("mode") == "thinking" else ""
+        mode = {"thinking": " thinking", "summarize": " summary judge"}.get(t.get("mode"), "")
         ax.plot(fpr, tpr, style, label=f"{t['name']}{mode} (AUROC {t['metrics']['auroc']['value']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
