@@ -186,3 +186,15 @@ def test_real_checkpoint_thinks_like_transformers(smollm2_dir):
         assert g.ids == ref
         assert thought.reasoning.strip() and thought.reasoning_tokens > 0
         np.testing.assert_allclose(s.log_odds, logits[enc.positive_id] - logits[enc.negative_id], atol=2e-4)
+
+
+def test_the_real_paper_config_validates():
+    """configs/paper/thinking_real.py (run for docs/benchmarks.md; ~25 min, not in CI) is a valid config."""
+    import runpy
+    from pathlib import Path
+
+    from monitor_jax.config import validate
+
+    c = runpy.run_path(str(Path(__file__).resolve().parents[1] / "configs/paper/thinking_real.py"))["get_config"]()
+    validate(c, 1)
+    assert [item.get("mode", "single_token") for item in c.eval.tasks].count("thinking") == 3
