@@ -147,6 +147,7 @@ def test_thinking_demo_config_trains_and_reports(tmp_path):
     # The same run evaluates the agent domain by summarization, judged by the base model.
     assert modes["agent_danger_summary"] == "summarize" and report["tasks"][6]["judge"] == "base model (random init)"
     assert "Summarization (the monitor summarizes" in (work / "eval" / "2" / "report.md").read_text()
+    assert (work / "eval" / "2" / "roc_by_domain.png").stat().st_size > 0
     rows = [json.loads(line) for line in (work / "eval" / "2" / "scores.jsonl").read_text().splitlines()]
     assert sum("summary" in r for r in rows) == 8
     metrics = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]

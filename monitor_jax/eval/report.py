@@ -30,6 +30,7 @@ def _finite_or_null(x: Any) -> Any:
 
 def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", source: str = "") -> Path:
     """Writes report.json, report.md, roc.png and scores.jsonl into `out_dir` (process 0); returns it.
+    With thinking or summarization sets, also roc_by_domain.png (each domain's curves, by mode).
 
     `result` is `Evaluator.run`'s; `title` names what was evaluated (e.g. "checkpoint step 450"); `source` is
     where its parameters came from. `eval` and every evaluation inside `train` write through here.
@@ -92,7 +93,39 @@ def write_report(result: dict[str, Any], out_dir: str | Path, title: str = "", s
                     row.update(summary=t["summaries"][i])
                 f.write(json.dumps(row, allow_nan=False) + "\n")
     plot_roc(result, out / "roc.png", title)
+    if any(t.get("mode", "single_token") != "single_token" for t in result["tasks"]):
+        plot_roc_by_domain(result, out / "roc_by_domain.png", title)
     return out
+
+
+MODE_STYLE = {"single_token": ("-", "single-token"), "thinking": ("--", "thinking"),
+              "summarize": (":", "summary judge")}
+
+
+def plot_roc_by_domain(result: dict[str, Any], path: Path, title: str = "") -> None:
+    """One panel per domain: its single-token, thinking and summary-judge curves side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    domains = list(dict.fromkeys(t["domain"] for t in result["tasks"]))
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 4.5), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        for t in (t for t in result["tasks"] if t["domain"] == domain):
+            fpr, tpr, _ = roc_curve(t["labels"], t["log_odds"])
+            style, what = MODE_STYLE[t.get("mode", "single_token")]
+            ax.plot(fpr, tpr, style, label=f"{what}: {t['name']} ({t['metrics']['auroc']['value']:.3f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_title(domain, fontsize=10)
+        ax.set_xlabel("false positive rate")
+        ax.legend(loc="lower right", fontsize=7)
+    axes[0][0].set_ylabel("true positive rate")
+    fig.suptitle(title or f"ROC by domain at training step {result['step']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> None:
