@@ -264,11 +264,10 @@ def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Me
         calibration = open_rows(item["calibration"]) if item.get("calibration") else None
         sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
                                   c.eval.max_rows, calibration))
-    writers = [s.thinking or s.summarize for s in sets if s.generates]
+    writers = [s.writer for s in sets if s.writer]
     gen = None
     if writers:
-        budgets = [s.max_thinking_tokens or s.summarize.max_summary_tokens for s in sets if s.generates]
         gen = Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
-                      max_prompt_length=max(e.prompt_budget for e in writers), max_new_tokens=max(budgets),
-                      buckets=tuple(c.eval.buckets))
+                      max_prompt_length=max(w.prompt_budget for w in writers),
+                      max_new_tokens=max(w.max_new_tokens for w in writers), buckets=tuple(c.eval.buckets))
     return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)

@@ -13,25 +13,20 @@ from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.eval.summarize import Judge, SummaryEncoder
 from monitor_jax.generate import Sampler
-from monitor_jax.model import ModelConfig, create_model
+from monitor_jax.model import create_model
 from monitor_jax.model.tokenizer import load_tokenizer
 from monitor_jax.parallel import make_mesh
+from tests.train_helpers import tiny_config
 
 SUMMARIZE = demo.SUMMARY_TASKS["agent_danger_summary"]
 JUDGE_TASK = demo.SUMMARY_TASKS["agent_summary_judge"]
-
-
-def tiny(vocab, mesh, seed):
-    cfg = ModelConfig(family="qwen3", vocab_size=vocab, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=8, mlp_dim=64, qk_norm=True, max_positions=1024)
-    return create_model(cfg, mesh=mesh, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def setup(demo_tokenizer):
     tok = load_tokenizer(demo_tokenizer)
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    monitor, judge_model = tiny(tok.vocab_size, mesh, 1), tiny(tok.vocab_size, mesh, 2)
+    monitor, judge_model = (create_model(tiny_config(tok.vocab_size), mesh=mesh, seed=seed) for seed in (1, 2))
     judge_graphdef, judge_params = nnx.split(judge_model)
     judge = Judge(judge_params, Scorer(judge_graphdef, mesh, 4, (128, 256), tok.pad_id), tok, "judge (seed 2)")
     return tok, mesh, monitor, judge_model, judge

@@ -13,9 +13,10 @@ from monitor_jax.eval.report import write_report
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.eval.thinking import ThinkingEncoder
 from monitor_jax.generate import Generation, Sampler
-from monitor_jax.model import ModelConfig, create_model
+from monitor_jax.model import create_model
 from monitor_jax.model.tokenizer import load_tokenizer
 from monitor_jax.parallel import make_mesh
+from tests.train_helpers import tiny_config
 
 TASK = demo.THINKING_TASKS["chem_harm_thinking"]
 
@@ -23,12 +24,6 @@ TASK = demo.THINKING_TASKS["chem_harm_thinking"]
 @pytest.fixture(scope="module")
 def tok(demo_tokenizer):
     return load_tokenizer(demo_tokenizer)
-
-
-def tiny_model(vocab, mesh):
-    cfg = ModelConfig(family="qwen3", vocab_size=vocab, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=8, mlp_dim=64, qk_norm=True, max_positions=1024)
-    return create_model(cfg, mesh=mesh, seed=3)
 
 
 def test_scored_example_is_prompt_then_own_reasoning_then_marker(tok):
@@ -62,7 +57,7 @@ def test_evaluator_scores_after_the_models_own_reasoning(tok, tmp_path):
     """Greedy, so the path is deterministic: each score equals a hand-built single-token scoring of prompt +
     generated reasoning + marker; rows cut by the budget are counted and still scored."""
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    model = tiny_model(tok.vocab_size, mesh)
+    model = create_model(tiny_config(tok.vocab_size), mesh=mesh, seed=3)
     graphdef, params = nnx.split(model)
     rows = demo.demo_rows("chem_harm", "test", n=6)
     enc = ThinkingEncoder(TASK, tok, max_length=256, max_thinking_tokens=12)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import grain
 import numpy as np
@@ -20,6 +20,8 @@ from monitor_jax.data.encode import ClassificationEncoder, Encoded, InstructionE
 from monitor_jax.data.mixing import ScheduledMixture, Schedule
 from monitor_jax.data.sources import describe
 from monitor_jax.errors import DataError
+
+T = TypeVar("T")
 
 
 class ListSource:
@@ -106,6 +108,20 @@ class PackedStream(grain.MapDataset):
         k = j - self._epoch_starts[e]
         idx = [self.order[e * self.n + m] for m in range(bounds[k], bounds[k + 1])]
         return pack([self.encoder(self.source[i], describe(self.source, i)) for i in idx], self.length, self.pad_id)
+
+
+def length_batches(items: Iterable[T], bucket_of: Callable[[T], int], batch_size: int
+                   ) -> Iterator[tuple[int, list[T]]]:
+    """(bucket length, items) batches of `batch_size` items sharing a length bucket, each yielded as soon as it
+    is full; the partial batches last, by length. Holds at most one partial batch per bucket (the scorer and
+    the sampler stream through this)."""
+    pending: dict[int, list[T]] = {}
+    for item in items:
+        length = bucket_of(item)
+        pending.setdefault(length, []).append(item)
+        if len(pending[length]) == batch_size:
+            yield length, pending.pop(length)
+    yield from sorted(pending.items(), key=lambda kv: kv[0])
 
 
 def stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

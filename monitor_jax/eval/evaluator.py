@@ -23,7 +23,8 @@ from monitor_jax.eval.metrics import MetricError, monitor_metrics
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.eval.summarize import SummaryEncoder
 from monitor_jax.eval.thinking import ThinkingEncoder, Thought, thinking_summary
-from monitor_jax.generate.sampler import Sampler
+from monitor_jax.eval.writing import WritingEncoder
+from monitor_jax.generate.sampler import Generation, Sampler
 
 log = logging.getLogger("monitor_jax.eval")
 # Below this mean P(positive) + P(negative) at the answer position, the model would mostly write something
@@ -40,7 +41,6 @@ class EvalSet:
     examples: list[Encoded]                     # thinking mode: the generation prompts (scored after reasoning)
     calibration: list[Encoded] | None = None    # rows the accuracy threshold is chosen on
     thinking: ThinkingEncoder | None = None     # set: the monitor reasons before it is scored
-    max_thinking_tokens: int = 0
     summarize: SummaryEncoder | None = None     # set: the monitor summarizes, a judge scores the summary
 
     @property
@@ -48,8 +48,9 @@ class EvalSet:
         return "thinking" if self.thinking else "summarize" if self.summarize else "single_token"
 
     @property
-    def generates(self) -> bool:
-        return bool(self.thinking or self.summarize)
+    def writer(self) -> WritingEncoder | None:
+        """The encoder of a mode in which the monitor writes first (its prompt budget and generation budget)."""
+        return self.thinking or self.summarize
 
     @property
     def labels(self) -> np.ndarray:
@@ -82,8 +83,7 @@ def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source,
     examples = [encoder(row, describe(source, i)) for i, row in enumerate(rows)]
     cal = [encoder(calibration[i], describe(calibration, i)) for i in range(len(calibration))] if calibration else None
     if isinstance(encoder, ThinkingEncoder):
-        return EvalSet(name, task, heldout, rows, examples, cal, thinking=encoder,
-                       max_thinking_tokens=encoder.max_thinking_tokens)
+        return EvalSet(name, task, heldout, rows, examples, cal, thinking=encoder)
     if isinstance(encoder, SummaryEncoder):
         return EvalSet(name, task, heldout, rows, examples, cal, summarize=encoder)
     return EvalSet(name, task, heldout, rows, examples, cal)
@@ -97,25 +97,26 @@ class Evaluator:
                  sampler: Sampler | None = None):
         self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
         self.sampler = sampler   # needed by thinking-mode sets
-        if sampler is None and any(s.generates for s in sets):
+        if sampler is None and any(s.writer for s in sets):
             raise ValueError("thinking and summarization eval sets need a sampler")
         self._warned: set[str] = set()
 
+    def _write(self, params, s: EvalSet, progress) -> list[Generation]:
+        """Greedy writing (reasoning or a summary) from every row's prompt, in row order."""
+        gens = self.sampler.generate([ex.tokens.tolist() for ex in s.examples], max_new_tokens=s.writer.max_new_tokens,
+                                     params=params)
+        progress(len(gens))
+        return gens
+
     def _think(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[Thought]]:
-        """Greedy reasoning for every row of a thinking set, then its scored examples (in row order)."""
-        prompts = [ex.tokens.tolist() for ex in s.examples]
-        gens = self.sampler.generate(prompts, max_new_tokens=s.max_thinking_tokens, params=params)
-        out = [s.thinking.scored(p, g, ex.label, ex.truncated_tokens, f"{s.name} row {i}")
-               for i, (p, g, ex) in enumerate(zip(prompts, gens, s.examples))]
-        progress(len(out))
+        """Each row's scored example after its own reasoning (in row order)."""
+        out = [s.thinking.scored(ex.tokens.tolist(), g, ex.label, ex.truncated_tokens, f"{s.name} row {i}")
+               for i, (g, ex) in enumerate(zip(self._write(params, s, progress), s.examples))]
         return [e for e, _ in out], [t for _, t in out]
 
     def _summarize(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[str]]:
-        """Greedy summaries of every row, then the judge's examples over the summaries alone (in row order)."""
-        gens = self.sampler.generate([ex.tokens.tolist() for ex in s.examples],
-                                     max_new_tokens=s.summarize.max_summary_tokens, params=params)
-        summaries = [self.sampler.text(g) for g in gens]
-        progress(len(summaries))
+        """The judge's examples over each row's summary alone (in row order), and the summaries."""
+        summaries = [self.sampler.text(g) for g in self._write(params, s, progress)]
         return ([s.summarize.judged(text, ex.label, f"{s.name} row {i}")
                  for i, (text, ex) in enumerate(zip(summaries, s.examples))], summaries)
 
@@ -125,7 +126,7 @@ class Evaluator:
         `bootstrap`: resamples for the 95% intervals (default: the evaluator's own count).
         """
         samples = self.bootstrap if bootstrap is None else bootstrap
-        total = sum(len(s.examples) * (2 if s.generates else 1) + len(s.calibration or ()) for s in self.sets)
+        total = sum(len(s.examples) * (2 if s.writer else 1) + len(s.calibration or ()) for s in self.sets)
         out, flat, heldout = [], {}, []
         with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
                   leave=False) as bar:

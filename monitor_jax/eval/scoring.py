@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from monitor_jax.data.encode import Encoded
+from monitor_jax.data.pipeline import length_batches
 from monitor_jax.model.answer import answer_logits
 from monitor_jax.parallel.multihost import global_batch
 
@@ -104,13 +105,8 @@ class Scorer:
 
     def score(self, params, examples: Iterable[Encoded]) -> Iterator[Scored]:
         """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket."""
-        pending: dict[int, list[tuple[int, Encoded]]] = {}
-        for i, ex in enumerate(examples):
-            length = self._bucket(len(ex))
-            pending.setdefault(length, []).append((i, ex))
-            if len(pending[length]) == self.batch_size:
-                yield from self._run(params, pending.pop(length), length)
-        for length, rows in sorted(pending.items()):
+        for length, rows in length_batches(enumerate(examples), lambda row: self._bucket(len(row[1])),
+                                           self.batch_size):
             yield from self._run(params, rows, length)
 
     def score_all(self, params, examples: Iterable[Encoded],

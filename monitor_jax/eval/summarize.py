@@ -9,11 +9,12 @@ and the label, nothing else, and a judge prompt that names any other field is re
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 from monitor_jax.data.encode import ClassificationEncoder, Encoded
 from monitor_jax.data.tasks import ClassificationTask, TaskError
 from monitor_jax.eval.scoring import Scorer
+from monitor_jax.eval.writing import WritingEncoder
 
 SUMMARY_FIELD = "summary"
 
@@ -27,7 +28,7 @@ class Judge:
     description: str
 
 
-class SummaryEncoder:
+class SummaryEncoder(WritingEncoder):
     """The summarizer's prompt for a row, and the judge's example for the summary it wrote."""
 
     def __init__(self, task: ClassificationTask, tokenizer, max_prompt_length: int, judge_task: ClassificationTask,
@@ -38,20 +39,10 @@ class SummaryEncoder:
         if judge_task.content_field != SUMMARY_FIELD:
             judge_task = dataclasses.replace(judge_task, content_field=SUMMARY_FIELD)   # cut the summary if long
         self.task, self.judge_task, self.judge = task, judge_task, judge
-        self.max_summary_tokens = max_summary_tokens
         # The summarizer's labels are never read as tokens: only the row's label is kept, for the judge's AUROC.
-        self.prompt_encoder = ClassificationEncoder(task, tokenizer, max_prompt_length, task_id, check_labels=False)
+        super().__init__(task, tokenizer, max_prompt_length, max_summary_tokens, task_id)
         # The judge's labels must be single tokens in the judge's tokenizer: checked here, before generation.
         self.judge_encoder = ClassificationEncoder(judge_task, judge.tokenizer, judge.scorer.max_length, task_id)
-        self.tokenizer = tokenizer
-
-    @property
-    def prompt_budget(self) -> int:
-        return self.prompt_encoder.max_length
-
-    def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
-        """The summarizer's prompt, the row's label and truncation (the prompt is what is generated from)."""
-        return self.prompt_encoder(row, where)
 
     def judged(self, summary: str, label: int, where: str = "") -> Encoded:
         """The judge's example: its prompt over the summary alone, with the input's label."""

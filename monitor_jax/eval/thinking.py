@@ -13,12 +13,12 @@ model wrote after the marker, when it did, is its free-text answer; the report c
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 import numpy as np
 
-from monitor_jax.data.encode import CLASSIFICATION, ClassificationEncoder, Encoded
+from monitor_jax.data.encode import CLASSIFICATION, Encoded
 from monitor_jax.data.tasks import ClassificationTask, TaskError
+from monitor_jax.eval.writing import WritingEncoder
 from monitor_jax.generate.sampler import Generation
 
 # Tokens kept free in the largest scoring bucket beyond prompt + reasoning + marker: a marker re-tokenised
@@ -35,7 +35,7 @@ class Thought:
     free_answer: int          # after the marker it wrote: 1 the positive label, 0 the negative, -1 neither/none
 
 
-class ThinkingEncoder:
+class ThinkingEncoder(WritingEncoder):
     """The generation prompt of a row, and its scored example once the model has reasoned."""
 
     def __init__(self, task: ClassificationTask, tokenizer, max_length: int, max_thinking_tokens: int,
@@ -43,7 +43,7 @@ class ThinkingEncoder:
         if not task.answer_marker:
             raise TaskError(f"task {task.name} has no answer_marker, so it cannot run in thinking mode (the "
                             f"marker, e.g. 'Answer:', is where the label is read after the reasoning)")
-        self.task, self.tok, self.max_thinking_tokens = task, tokenizer, max_thinking_tokens
+        self.task, self.tok = task, tokenizer
         self.marker_ids = tokenizer.encode(task.answer_marker)
         self.max_length = max_length
         prompt_budget = max_length - max_thinking_tokens - len(self.marker_ids) - SLACK_TOKENS
@@ -51,25 +51,17 @@ class ThinkingEncoder:
             raise TaskError(f"task {task.name}: max_thinking_tokens={max_thinking_tokens} leaves no room for the "
                             f"prompt in the largest eval bucket ({max_length} tokens); raise eval.buckets")
         # The prompt is encoded (and cut by the task's truncation policy) to leave room for the reasoning.
-        self.prompt_encoder = ClassificationEncoder(dataclasses.replace(task, answer_prefix=""), tokenizer,
-                                                    prompt_budget, task_id, check_labels=False)
+        super().__init__(dataclasses.replace(task, answer_prefix=""), tokenizer, prompt_budget, max_thinking_tokens,
+                         task_id)
         # Labels are read right after the marker.
         scored = dataclasses.replace(task, answer_prefix=task.answer_marker)
         self.positive_id, self.negative_id = scored.label_ids(tokenizer, {f: "x" for f in task.fields})
         self.task_id = task_id
 
-    @property
-    def prompt_budget(self) -> int:
-        return self.prompt_encoder.max_length
-
-    def __call__(self, row: Mapping[str, Any], where: str = "") -> Encoded:
-        """The row's generation prompt (tokens), label and truncation, as an example (not scored as it is)."""
-        return self.prompt_encoder(row, where)
-
     def scored(self, prompt_ids: list[int], generation: Generation, label: int, cut: int,
                where: str = "") -> tuple[Encoded, Thought]:
         tok, marker = self.tok, self.task.answer_marker
-        ids = generation.ids[:-1] if generation.finish == "stop" else generation.ids   # drop the end of turn
+        ids = generation.reply_ids
         text = tok.decode(ids)
         at = text.find(marker)
         if at < 0:

@@ -24,8 +24,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from monitor_jax.data.pipeline import length_batches
 from monitor_jax.errors import ConfigError, DataError, NonFiniteError
 from monitor_jax.generate.decode import NO_TOKEN, generate_batch
+from monitor_jax.parallel.mesh import batch_split
 from monitor_jax.parallel.multihost import global_batch
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -45,6 +47,11 @@ class Generation:
     index: int              # the prompt's position in the input
     ids: list[int]          # new token ids, the stop id included when the row stopped on one
     finish: str             # "stop" (wrote a stop id) or "length" (the budget ran out)
+
+    @property
+    def reply_ids(self) -> list[int]:
+        """The new ids without the stop id that ended them."""
+        return self.ids[:-1] if self.finish == "stop" else self.ids
 
 
 def stop_ids(tokenizer, model_dir: str | None = None) -> tuple[int, ...]:
@@ -108,8 +115,7 @@ class Sampler:
         self.buckets = prompt_buckets(max_prompt_length, buckets)
         self.eos_ids = tuple(stop_ids(tokenizer, self.cfg.source_path or None) if eos_ids is None else eos_ids)
         self.process, self.processes = jax.process_index(), jax.process_count()
-        dp = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-        for ways, what in ((dp, "data x fsdp devices"), (self.processes, "processes")):
+        for ways, what in ((batch_split(mesh), "data x fsdp devices"), (self.processes, "processes")):
             if batch_size % ways:
                 raise ConfigError(f"batch_size={batch_size} is not divisible by the {ways} {what} it is split over")
 
@@ -186,13 +192,8 @@ class Sampler:
         settings = dict(temperature=np.float32(temperature), top_k=np.int32(top_k), top_p=np.float32(top_p),
                         seed=np.uint32(seed), budget=np.int32(budget),
                         stop_ids=self._stops(self.eos_ids if eos_ids is None else tuple(eos_ids)))
-        pending: dict[int, list[tuple[int, Sequence[int]]]] = {}
-        for index, ids in prompts:
-            length = self._bucket(index, ids)
-            pending.setdefault(length, []).append((index, list(ids)))
-            if len(pending[length]) == self.batch_size:
-                yield from self._run(params, pending.pop(length), length, settings)
-        for length, rows in sorted(pending.items()):
+        for length, rows in length_batches(((index, list(ids)) for index, ids in prompts),
+                                           lambda row: self._bucket(*row), self.batch_size):
             yield from self._run(params, rows, length, settings)
 
     def generate(self, prompts: Sequence[Sequence[int]], **kw) -> list[Generation]:
@@ -208,8 +209,7 @@ class Sampler:
 
     def text(self, generation: Generation) -> str:
         """The reply's text: the new tokens without the stop id that ended them."""
-        ids = generation.ids[:-1] if generation.finish == "stop" else generation.ids
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(generation.reply_ids)
 
     def chat(self, conversations: Sequence[Sequence[dict]], **kw) -> list[str]:
         """Replies to chat conversations (lists of {"role", "content"}), in order (keyword arguments as
@@ -233,7 +233,7 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 
     # The smallest bucket that holds the longest prompt, if the model's positions leave room for it.
     bucket = next((b for b in sorted(buckets or DEFAULT_BUCKETS) if b >= longest), longest)
     max_prompt_length = min(bucket, max(longest, model.cfg.max_positions - max_new_tokens))
-    dp = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+    dp = batch_split(mesh)
     size = batch_size or -(-min(len(prompts), 32) // dp) * dp
     sampler = Sampler(model, None, mesh, max_prompt_length=max_prompt_length, max_new_tokens=max_new_tokens,
                       batch_size=size, buckets=buckets, eos_ids=tuple(eos_ids))

@@ -203,6 +203,14 @@ def positions_from_segments(segment_ids_BxT: jax.Array) -> jax.Array:
     return idx_BxT - start_BxT
 
 
+def segment_info(segment_ids_BxT: jax.Array, positions_BxT: jax.Array | None = None) -> MaskInfo:
+    """Queries and keys are the same tokens: order is the index, positions restart per segment by default."""
+    if positions_BxT is None:
+        positions_BxT = positions_from_segments(segment_ids_BxT)
+    idx_BxT = jnp.broadcast_to(jnp.arange(segment_ids_BxT.shape[1]), segment_ids_BxT.shape)
+    return MaskInfo(segment_ids_BxT, segment_ids_BxT, idx_BxT, idx_BxT, positions_BxT, positions_BxT)
+
+
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -226,11 +234,7 @@ class Transformer(nnx.Module):
         """
         if segment_ids is None:
             segment_ids = (jnp.ones_like(tokens_BxT) if attention_mask is None else attention_mask).astype(jnp.int32)
-        if positions is None:
-            positions = positions_from_segments(segment_ids)
-        idx_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-        info = MaskInfo(segment_ids, segment_ids, idx_BxT, idx_BxT, positions, positions)
-        return self._run(tokens_BxT, info)[0]
+        return self._run(tokens_BxT, segment_info(segment_ids, positions))[0]
 
     def unembed(self, hidden_xD: jax.Array) -> jax.Array:
         """Logits [..., V] in float32 for hidden states [..., D] (gathered or not)."""
@@ -253,14 +257,11 @@ class Transformer(nnx.Module):
         The prompts run through the ordinary forward (the configured attention kernel over the T prompt keys,
         not over the whole cache) and only the last position is unembedded: no [B, T, V] logits.
         """
-        b, t = tokens_BxT.shape
+        t = tokens_BxT.shape[1]
         if cache_size < t:
             raise ValueError(f"a cache of {cache_size} slots cannot hold prompts of {t} tokens")
-        segment_ids_BxT = attention_mask_BxT.astype(jnp.int32)
-        positions_BxT = positions_from_segments(segment_ids_BxT)   # 0 at each row's first real token
-        idx_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
-        info = MaskInfo(segment_ids_BxT, segment_ids_BxT, idx_BxT, idx_BxT, positions_BxT, positions_BxT)
-        hidden_BxTxD, kvs = self._run(tokens_BxT, info, keep_kv=True)
+        segment_ids_BxT = attention_mask_BxT.astype(jnp.int32)   # positions start at each row's first token
+        hidden_BxTxD, kvs = self._run(tokens_BxT, segment_info(segment_ids_BxT), keep_kv=True)
         cache_dtype = jnp.dtype(dtype or self.cfg.dtype)
 
         def slots(x_BxTxKxH):

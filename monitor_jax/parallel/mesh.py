@@ -32,6 +32,11 @@ def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int
     return sizes[0], sizes[1], sizes[2]
 
 
+def batch_split(mesh) -> int:
+    """How many ways a batch is split on `mesh` (data x fsdp; 1 without a mesh)."""
+    return 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh over `devices` (default: all); one axis size may be -1 (= the rest).
