@@ -265,9 +265,19 @@ def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Me
         sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
                                   c.eval.max_rows, calibration))
     writers = [s.writer for s in sets if s.writer]
-    gen = None
-    if writers:
-        gen = Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
-                      max_prompt_length=max(w.prompt_budget for w in writers),
-                      max_new_tokens=max(w.max_new_tokens for w in writers), buckets=tuple(c.eval.buckets))
+    gen = _writing_sampler(c, graphdef, tok, device_mesh, model_cfg, writers) if writers else None
     return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)
+
+
+def _writing_sampler(c: Config, graphdef: nnx.GraphDef, tok: Tokenizer, device_mesh: Mesh, model_cfg: ModelConfig,
+                     writers: list) -> Sampler:
+    """One sampler for the eval modes in which the monitor writes first, sized by their prompt and generation
+    budgets, batched like the scorer (eval.batch_size, eval.buckets)."""
+    return Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
+                   max_prompt_length=max(w.prompt_budget for w in writers),
+                   max_new_tokens=max(w.max_new_tokens for w in writers), buckets=tuple(c.eval.buckets))
+
+
+def writing_sampler(c: Config, loaded: Loaded, writers: list) -> Sampler:
+    """`_writing_sampler` over loaded parameters (elicitation's thinking predictions)."""
+    return _writing_sampler(c, loaded.graphdef, loaded.tokenizer, loaded.mesh, loaded.cfg, writers)

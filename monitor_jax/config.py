@@ -53,6 +53,16 @@ def base_config() -> ml_collections.ConfigDict:
     # The sampler (monitor_jax/generate): prompt buckets up to max_prompt_length; cache = bucket + max_new_tokens.
     c.generate = dict(batch_size=8, max_prompt_length=512, max_new_tokens=256, buckets=(128, 256, 512),
                       temperature=0.0, top_k=0, top_p=1.0, seed=0)   # temperature 0 = greedy
+    # Unsupervised elicitation (the `elicit` command, commands/elicit.py): the starting model's thinking
+    # predictions on unlabeled rows become the pseudo-labels of single-token training; eval.tasks compares.
+    c.elicit = dict(
+        source={},              # the unlabeled rows (a source spec); label fields are removed as rows are read
+        thinking_task="",       # the prompt the starting model reasons under (a task with an answer_marker)
+        task="",                # the single-token task trained on the pseudo-labels (its label_field is written)
+        max_thinking_tokens=128,
+        max_rows=0,             # the first N rows of the source (0 = all)
+        keep_quantile=0.0,      # drop the least confident share: keep |log-odds| >= this quantile (0 = keep all)
+        supervised=True)        # also train on the same rows' true labels, when the source has them (a ceiling)
     c.lock()
     return c
 
@@ -70,9 +80,10 @@ RANGES = {
     "generate.batch_size": (1, None), "generate.max_prompt_length": (1, None), "generate.max_new_tokens": (1, None),
     "generate.temperature": (0.0, None), "generate.top_k": (0, None), "generate.top_p": (1e-9, 1.0),
     "generate.seed": (0, None),
+    "elicit.max_thinking_tokens": (1, None), "elicit.max_rows": (0, None), "elicit.keep_quantile": (0.0, 1.0),
 }
 INTEGER_KEYS = ("generate.batch_size", "generate.max_prompt_length", "generate.max_new_tokens", "generate.top_k",
-                "generate.seed")
+                "generate.seed", "elicit.max_thinking_tokens", "elicit.max_rows")
 CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.remat": REMAT_POLICIES,
            "model.attention": KERNELS, "model.param_dtype": DTYPES, "model.dtype": DTYPES,
            "train.best_mode": ("max", "min")}
@@ -260,3 +271,20 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
         if t.checkpoint_every % c.eval.every:
             raise ConfigError(f"train.checkpoint_every={t.checkpoint_every} must be a multiple of eval.every="
                               f"{c.eval.every} so every checkpoint has train.best_metric")
+
+
+def validate_elicit(c: ml_collections.ConfigDict) -> None:
+    """The `elicit` command's keys (after `validate(c, training=False)`)."""
+    e = c.elicit
+    for key in ("source", "thinking_task", "task"):
+        if not e[key]:
+            raise ConfigError(f"elicit.{key} is not set; the elicit command needs elicit.source (unlabeled rows), "
+                              f"elicit.thinking_task (the prompt the starting model reasons under) and elicit.task "
+                              f"(the single-token task trained on the pseudo-labels)")
+    if e.keep_quantile >= 1.0:
+        raise ConfigError(f"elicit.keep_quantile={e.keep_quantile!r} must be in [0, 1): 1 would keep no row")
+    if c.data.classification:
+        raise ConfigError("data.classification must be empty for elicit: the elicited run trains elicit.task on the "
+                          "pseudo-labels (data.instruction and data.mixing apply as in train)")
+    if not c.eval.tasks:
+        raise ConfigError("eval.tasks is empty: the elicit report compares monitors on eval sets")

@@ -4,6 +4,7 @@
     python -m monitor_jax.main eval   --config=configs/demo.py [--checkpoint=WORKDIR[:best] | STEP_DIR | HF_DIR]
     python -m monitor_jax.main score  --config=... --task=NAME --input=rows.jsonl --output=scores.jsonl
     python -m monitor_jax.main generate --config=... --input=prompts.jsonl --output=out.jsonl [--task=NAME]
+    python -m monitor_jax.main elicit --config=... [--stage=NAME]
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
     python -m monitor_jax.main convert --gguf=FILE.gguf|package:NAME --output=hf_dir
 
@@ -54,6 +55,9 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
                         flag_values=flag_values)
     flags.DEFINE_string("task", "", "score: the task (prompt) to score rows with; generate: render rows with "
                         "this task's prompt (and its truncation policy).", flag_values=flag_values)
+    flags.DEFINE_string("stage", "", "elicit: rerun this one stage (predict, pseudo_label, train, supervised, "
+                        "eval_zero_shot, eval_elicited, eval_supervised, report); default: every stage not done.",
+                        flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
     return holder
 

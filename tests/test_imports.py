@@ -1,7 +1,8 @@
 """The package's import graph: no cycles, and no layer imports one above it.
 
 Every import counts, including those inside functions (a lazy import is still a dependency). Layers, bottom
-up: errors, parallel, checkpoints < model < data < generate < train, eval < config < assemble < commands < main.
+up: errors, parallel, checkpoints < model < data < generate < train, eval < studies, config < assemble
+< commands < main.
 """
 import ast
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "monitor_jax"
 
 LAYER = {"errors": 0, "parallel": 0, "checkpoints": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
-         "config": 5, "assemble": 6, "commands": 7, "main": 8}
+         "studies": 5, "config": 5, "assemble": 6, "commands": 7, "main": 8}
 
 
 def _module_name(path: Path) -> str:

@@ -1,5 +1,6 @@
 """A real 2-process run (jax.distributed on localhost, 4 CPU devices each) trains, evaluates and generates like
-1 process."""
+1 process. The evaluation includes thinking and summarization sets (configs/paper/thinking_demo.py), so the
+sampler's multi-host slices run inside evaluation too."""
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ def _free_port() -> int:
 
 
 def _cmd(workdir, tokenizer):
-    return [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
+    return [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/paper/thinking_demo.py'}",
             f"--config.workdir={workdir}", f"--config.model.tokenizer={tokenizer}", "--config.train.steps=6",
             "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=3",
             "--config.eval.every=3", "--config.eval.max_rows=40", "--config.eval.bootstrap=0",
@@ -72,6 +73,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
     # Scores gathered across the processes give the same evaluation.
     evals = [_eval_rows(tmp_path / run) for run in ("one", "two")]
     assert sorted(evals[0]) == sorted(evals[1]) == [0, 3, 6]
+    assert {"eval/agent_danger_thinking/mean_reasoning_tokens", "eval/agent_danger_summary/auroc"} <= set(evals[1][6])
     for step in evals[0]:
         for k, v in evals[0][step].items():
             np.testing.assert_allclose(evals[1][step][k], v, rtol=1e-5, atol=1e-6, err_msg=f"step {step} {k}")
