@@ -26,9 +26,9 @@ from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import make_schedule, optax_schedule
 from monitor_jax.data.pipeline import open_rows, train_batches
-from monitor_jax.config import eval_names, model_config, model_overrides
-from monitor_jax.errors import CheckpointError
-from monitor_jax.eval.evaluator import Evaluator, make_eval_set
+from monitor_jax.config import eval_names, inline_tasks, model_config, model_overrides
+from monitor_jax.errors import CheckpointError, ConfigError
+from monitor_jax.eval.evaluator import Evaluator, make_eval_set, unique_names
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.eval.summarize import Judge, SummaryEncoder
 from monitor_jax.eval.thinking import ThinkingEncoder
@@ -52,9 +52,27 @@ def register_tasks() -> None:
         importlib.import_module(module)
 
 
-def task(name: str):
+def task(c: Config, name: str):
+    """A task by name: the config's own (`tasks`), else a registered one."""
     register_tasks()
-    return task_registry.get(name)
+    inline = inline_tasks(c)
+    clash = sorted(set(inline) & set(task_registry.registered()))
+    if clash:
+        raise ConfigError(f"tasks: {clash} are registered tasks already (monitor_jax.assemble.TASK_LIBRARIES); "
+                          f"give the config's own tasks other names")
+    return inline[name] if name in inline else task_registry.get(name)
+
+
+def check_inline_labels(c: Config, tok: Tokenizer) -> None:
+    """Each label of the config's classification tasks must be one token after its prompt (after the answer
+    marker, for a task that has one), checked when the tokenizer is known; the error names the key."""
+    for i, t in enumerate(inline_tasks(c).values()):
+        if isinstance(t, task_registry.ClassificationTask):
+            scored = dataclasses.replace(t, answer_prefix=t.answer_marker) if t.answer_marker else t
+            try:
+                scored.label_ids(tok, {f: "x" for f in t.fields})
+            except task_registry.TaskError as e:
+                raise ConfigError(f"tasks[{i}].positive/negative: {e}") from None
 
 
 # ------------------------------------------------------------------ mesh, tokenizer, model
@@ -72,9 +90,12 @@ def tokenizer(c: Config) -> tuple[Tokenizer, str]:
             if jax.process_index() == 0:
                 demo.build_demo_tokenizer(path)
             sync("demo tokenizer")
-        return load_tokenizer(path), str(path)
-    path = c.model.tokenizer or hf_path(c)
-    return load_tokenizer(path), str(path)
+        tok = load_tokenizer(path)
+    else:
+        path = c.model.tokenizer or hf_path(c)
+        tok = load_tokenizer(path)
+    check_inline_labels(c, tok)
+    return tok, str(path)
 
 
 def hf_path(c: Config) -> str:
@@ -117,14 +138,15 @@ def train_step(c: Config, graphdef: nnx.GraphDef, opt: optax.GradientTransformat
     """The (unjitted) step function: losses, mixing weights and optimiser from the config."""
     loss_cfg = LossConfig(normalization=c.loss.normalization, two_token=c.loss.two_token,
                           chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum,
-                          instruction=bool(c.data.instruction))
+                          instruction=bool(c.data.instruction), num_tasks=len(c.data.classification))
     return make_train_step(graphdef, opt, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
                            optax_schedule(**dict(c.loss.sft_weight)))
 
 
 def task_names(c: Config) -> list[str]:
-    """The training sources' task names, indexed by the batches' `task_id`."""
-    return [item["task"] for item in c.data.classification] + (
+    """The training sources' names, indexed by the batches' `task_id`: each classification source's task
+    (`#2`, `#3`... when a task trains on several sources), then the instruction task."""
+    return unique_names([item["task"] for item in c.data.classification], [None] * len(c.data.classification)) + (
         [dict(c.data.instruction)["task"]] if c.data.instruction else [])
 
 
@@ -133,12 +155,12 @@ def train_data(c: Config, tok: Tokenizer) -> grain.MapDataset:
     length = c.data.max_length
     cls = []
     for k, item in enumerate(c.data.classification):
-        cls.append((open_rows(item["source"]), ClassificationEncoder(task(item["task"]), tok, length, task_id=k),
+        cls.append((open_rows(item["source"]), ClassificationEncoder(task(c, item["task"]), tok, length, task_id=k),
                     float(item.get("weight", 1.0))))
     instr = None
     if c.data.instruction:
         item = dict(c.data.instruction)
-        instr = (open_rows(item["source"]), InstructionEncoder(task(item["task"]), tok, length, task_id=len(cls)),
+        instr = (open_rows(item["source"]), InstructionEncoder(task(c, item["task"]), tok, length, task_id=len(cls)),
                  bool(item.get("pack", False)))
     return train_batches(cls, instr, make_schedule(**dict(c.data.mixing)), batch_size=c.train.batch_size,
                          num_steps=c.train.steps, length=length, pad_id=tok.pad_id, seed=c.data.seed,
@@ -249,7 +271,7 @@ def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Me
     sc = scorer(c, graphdef, device_mesh, model_cfg.sharding_rules, tok.pad_id)
     sets, judges = [], {}
     for name, item in zip(eval_names(c), c.eval.tasks):
-        t = task(item["task"])
+        t = task(c, item["task"])
         mode = item.get("mode", "single_token")
         if mode == "thinking":
             enc = ThinkingEncoder(t, tok, sc.max_length, item["max_thinking_tokens"])
@@ -257,7 +279,7 @@ def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Me
             spec = item.get("judge", "base") or "base"
             if spec not in judges:
                 judges[spec] = judge(c, spec, device_mesh, tok)
-            enc = SummaryEncoder(t, tok, sc.max_length, task(item["judge_task"]), judges[spec],
+            enc = SummaryEncoder(t, tok, sc.max_length, task(c, item["judge_task"]), judges[spec],
                                  item["max_summary_tokens"])
         else:
             enc = ClassificationEncoder(t, tok, sc.max_length)

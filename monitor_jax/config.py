@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from monitor_jax.data.mixing import check_schedule, classification_rows, make_schedule
+from monitor_jax.data.tasks import Task, TaskError, from_spec
 from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for callers)
 from monitor_jax.eval.evaluator import unique_names
 from monitor_jax.model.attention import KERNELS
@@ -26,6 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = "runs/default"
     c.seed = 0
+    # Tasks written here, no Python needed (docs/tasks.md): [{"name", "messages": [[role, template with
+    # {field} slots], ...], "positive", "negative", "label_field", "labels", ...}] or {"kind": "instruction", ...}.
+    # Items anywhere in the config name them like registered tasks.
+    c.tasks = []
     c.model = dict(
         hf_path="",             # a Hugging Face checkpoint directory to start from (or a .gguf file, or
                                 # package:NAME, the GGUF a pip package ships: converted once, cached), or
@@ -63,6 +68,16 @@ def base_config() -> ml_collections.ConfigDict:
         max_rows=0,             # the first N rows of the source (0 = all)
         keep_quantile=0.0,      # drop the least confident share: keep |log-odds| >= this quantile (0 = keep all)
         supervised=True)        # also train on the same rows' true labels, when the source has them (a ceiling)
+    # Sweeps (the `sweep` command, studies/sweep.py): one `train` run per grid point, under WORKDIR/runs/NAME.
+    c.sweep = dict(
+        grid=(),                # ((config key, (values)) or (key, (values), (display names)), ...): every combination
+        seeds=(),               # each seed sets `seed` and `data.seed` (() = the config's own)
+        executor="local",       # local: run them here | slurm | kubernetes: write the spec, print how to submit
+        parallel=1,             # local: runs at once; run slot k gets devices[k::parallel] in device_env
+        device_env="CUDA_VISIBLE_DEVICES", devices=(),
+        sbatch={},              # slurm: extra #SBATCH options, e.g. {"time": "04:00:00", "gpus-per-task": 1}
+        image="",               # kubernetes: an image with monitor_jax installed and WORKDIR mounted at its path
+        resources={})           # kubernetes: the container's resources, e.g. {"limits": {"nvidia.com/gpu": 1}}
     c.lock()
     return c
 
@@ -81,10 +96,13 @@ RANGES = {
     "generate.temperature": (0.0, None), "generate.top_k": (0, None), "generate.top_p": (1e-9, 1.0),
     "generate.seed": (0, None),
     "elicit.max_thinking_tokens": (1, None), "elicit.max_rows": (0, None), "elicit.keep_quantile": (0.0, 1.0),
+    "sweep.parallel": (1, None),
 }
 INTEGER_KEYS = ("generate.batch_size", "generate.max_prompt_length", "generate.max_new_tokens", "generate.top_k",
-                "generate.seed", "elicit.max_thinking_tokens", "elicit.max_rows")
-CHOICES = {"loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS, "model.remat": REMAT_POLICIES,
+                "generate.seed", "elicit.max_thinking_tokens", "elicit.max_rows", "sweep.parallel")
+SWEEP_EXECUTORS = ("local", "slurm", "kubernetes")
+CHOICES = {"sweep.executor": SWEEP_EXECUTORS, "loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS,
+           "model.remat": REMAT_POLICIES,
            "model.attention": KERNELS, "model.param_dtype": DTYPES, "model.dtype": DTYPES,
            "train.best_mode": ("max", "min")}
 
@@ -120,6 +138,23 @@ def _get(c: ml_collections.ConfigDict, key: str) -> Any:
     for part in key.split("."):
         c = c[part]
     return c
+
+
+def inline_tasks(c: ml_collections.ConfigDict) -> dict[str, Task]:
+    """The config's own tasks (`tasks`), by name; a bad one is a ConfigError naming its key."""
+    out = {}
+    for i, spec in enumerate(c.tasks):
+        if not hasattr(spec, "keys"):
+            raise ConfigError(f"tasks[{i}]={spec!r} must be a dict (docs/tasks.md)")
+        try:
+            task = from_spec(spec, f"tasks[{i}]")
+        except TaskError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(f"tasks[{i}]") else f"tasks[{i}]: {msg}") from None
+        if task.name in out:
+            raise ConfigError(f"tasks[{i}].name={task.name!r} is given to another item of tasks too")
+        out[task.name] = task
+    return out
 
 
 def _check_ranges(c: ml_collections.ConfigDict) -> None:
@@ -228,6 +263,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     `training=False` (eval, score, export) skips the checks of the training data and schedule.
     """
     _check_ranges(c)
+    inline_tasks(c)
     sizes = dict(zip(MESH_AXES, mesh_shape(**dict(c.mesh), num_devices=num_devices)))
     dp = sizes["data"] * sizes["fsdp"]
     if "://" in c.workdir:
@@ -288,3 +324,54 @@ def validate_elicit(c: ml_collections.ConfigDict) -> None:
                           "pseudo-labels (data.instruction and data.mixing apply as in train)")
     if not c.eval.tasks:
         raise ConfigError("eval.tasks is empty: the elicit report compares monitors on eval sets")
+
+
+def set_key(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """Set the dotted `key` to `value` (a sweep's override); a missing key or a value of another type is a
+    ConfigError naming it."""
+    *parents, last = key.split(".")
+    node = c
+    for i, part in enumerate(parents + [last]):
+        if not hasattr(node, "keys") or part not in node:
+            raise ConfigError(f"config key {'.'.join((parents + [last])[:i + 1])} does not exist (in {key!r})")
+        if i < len(parents):
+            node = node[part]
+    try:
+        with node.ignore_type() if isinstance(value, (list, tuple, dict)) else _nothing():
+            node[last] = value
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{key}={value!r}: {e}") from None
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def sweep_grid(c: ml_collections.ConfigDict) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """`sweep.grid` as (key -> values, key -> display names); every key must exist in the config."""
+    grid, names = {}, {}
+    if not c.sweep.grid:
+        raise ConfigError("sweep.grid is empty: give [(config key, [values]), ...]")
+    for i, item in enumerate(c.sweep.grid):
+        if not (isinstance(item, (list, tuple)) and len(item) in (2, 3) and isinstance(item[0], str)
+                and isinstance(item[1], (list, tuple)) and item[1]):
+            raise ConfigError(f"sweep.grid[{i}]={item!r} must be (config key, [values]) or (key, [values], [names])")
+        key, values = item[0], list(item[1])
+        if key in grid:
+            raise ConfigError(f"sweep.grid[{i}]: {key} appears twice")
+        probe = c.copy_and_resolve_references()
+        for v in values:
+            set_key(probe, key, v)
+        grid[key] = values
+        if len(item) == 3:
+            if len(item[2]) != len(values) or not all(isinstance(n, str) and n for n in item[2]):
+                raise ConfigError(f"sweep.grid[{i}]: the names {item[2]!r} must be one non-empty string per value")
+            names[key] = list(item[2])
+    for seed in c.sweep.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"sweep.seeds: {seed!r} is not a non-negative integer")
+    return grid, names

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from monitor_jax import assemble
-from monitor_jax.config import validate
+from monitor_jax.config import base_config, validate
 from monitor_jax.errors import ConfigError
 from monitor_jax.eval.report import write_report
 from monitor_jax.parallel.sharding import DEFAULT_RULES
@@ -117,7 +117,7 @@ def test_label_mass_is_reported_matches_transformers_and_warns_for_a_pretrained_
     mass = result["tasks"][0]["label_mass"]
     # Independently: transformers' softmax at the last prompt position, over the same prompts.
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(hf)).eval()
-    enc = ClassificationEncoder(assemble.task("chem_harm"), loaded.tokenizer, 128)
+    enc = ClassificationEncoder(assemble.task(base_config(), "chem_harm"), loaded.tokenizer, 128)
     masses = []
     for ex in ev.sets[0].examples:
         with torch.no_grad():

@@ -87,3 +87,53 @@ def test_metrics_report_both_losses_counts_and_weights(small_tokenizer):
     # It learns: a few steps (lr 1e-2 after a 2-step warmup) on one batch lower that batch's loss.
     _, again, _ = run(small_tokenizer, make_mesh(data=1, devices=jax.devices()[:1]), steps=4, same_batch=True)
     assert again[3]["loss"] < again[0]["loss"] - 0.1
+
+
+def test_per_task_loss_and_accuracy_are_each_sources_own(small_tokenizer):
+    """Two classification sources and instruction rows in one batch: the step's per-task sums equal the rows'
+    own losses grouped by source (before the update), also with gradient accumulation; they add up to the
+    batch's classification loss."""
+    from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
+    from monitor_jax.data.mixing import make_schedule
+    from monitor_jax.data.pipeline import ListSource, train_batches
+    from monitor_jax.data.tasks import ClassificationTask
+    from monitor_jax.train.losses import classification_terms
+    from tests.train_helpers import CHAT, TASK, to_jnp
+
+    tok, length = small_tokenizer, 64
+    other = ClassificationTask(name="t_agent", domain="agent", messages=(("user", "Did the agent go rogue? {text}"),))
+    rows = lambda word: ListSource([{"text": f"{word} {i}", "label": i % 2} for i in range(20)])  # noqa: E731
+    chats = ListSource([{"messages": [{"role": "user", "content": f"Say {i}."},
+                                      {"role": "assistant", "content": f"{i}"}]} for i in range(20)])
+    data = train_batches([(rows("compound"), ClassificationEncoder(TASK, tok, length, task_id=0), 3.0),
+                          (rows("deleted"), ClassificationEncoder(other, tok, length, task_id=1), 1.0)],
+                         (chats, InstructionEncoder(CHAT, tok, length, task_id=2), False),
+                         make_schedule("constant", value=0.75), batch_size=8, num_steps=1, length=length,
+                         pad_id=tok.pad_id, seed=0)
+    batch = dict(data[0])
+    task_id = np.asarray(batch["task_id"])
+    assert set(task_id.tolist()) == {0, 1, 2}
+
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    model = create_model(tiny_config(tok.vocab_size), mesh=mesh, seed=2)
+    b = to_jnp(batch)
+    with jax.set_mesh(mesh):
+        ce, correct, mask = jax.device_get(classification_terms(
+            model.unembed, model.hidden_states(b["tokens"], segment_ids=b["segment_ids"], positions=b["positions"]),
+            b))
+    for grad_accum in (1, 2):
+        model = create_model(tiny_config(tok.vocab_size), mesh=mesh, seed=2)   # the step donates its parameters
+        optimizer = adamw(OPTIM, 10)
+        state = init_state(model, optimizer, mesh)
+        step_fn = make_train_step(nnx.graphdef(model), optimizer, LossConfig(chunk_size=16, grad_accum=grad_accum,
+                                                                            num_tasks=2),
+                                  optax.constant_schedule(1.0), optax.constant_schedule(1.0))
+        with jax.set_mesh(mesh):
+            _, m = jit_train_step(step_fn, state, mesh, batch, model.cfg.sharding_rules)(state, batch)
+        m = jax.device_get(m)
+        for k in (0, 1):
+            rows_k = task_id == k
+            np.testing.assert_allclose(m["task_cls_sum"][k], ce[rows_k].sum(), rtol=1e-5)
+            assert m["task_rows"][k] == mask[rows_k].sum() == rows_k.sum()
+            assert m["task_correct"][k] == correct[rows_k].sum()
+        np.testing.assert_allclose(m["task_cls_sum"].sum() / m["task_rows"].sum(), m["cls_loss"], rtol=1e-5)

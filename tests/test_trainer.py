@@ -169,6 +169,15 @@ def test_demo_config_runs_end_to_end(tmp_path):
         assert f"| {task} |" in out.stdout
     assert (tmp_path / "demo" / "checkpoints" / "20").is_dir()
     assert any((tmp_path / "demo" / "tensorboard").iterdir())
+    # Each source's own loss and accuracy, per logged step: which domain a mixture starves.
+    logged = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [m for m in logged if "train/loss" in m]
+    assert [m["step"] for m in train_rows] == [10, 20]   # logged with each evaluation (log_every is 25)
+    for m in train_rows:
+        assert m["train/cls_rows/chem_harm"] + m["train/cls_rows/cyber_harm"] == m["train/cls_rows"] == 24
+        for task in ("chem_harm", "cyber_harm"):
+            if m[f"train/cls_rows/{task}"]:
+                assert 0 <= m[f"train/cls_accuracy/{task}"] <= 1 and m[f"train/cls_loss/{task}"] > 0
 
 
 def test_training_starts_from_a_hugging_face_checkpoint(tmp_path, demo_tokenizer):

@@ -4,8 +4,8 @@ A new command is a new module here plus its name in COMMANDS; `monitor_jax.main`
 """
 import importlib
 
-COMMANDS = ("train", "eval", "score", "generate", "elicit", "export", "convert")
-CONFIG_FREE = ("convert",)   # commands that run without --config
+COMMANDS = ("train", "eval", "score", "generate", "elicit", "sweep", "report", "export", "convert")
+CONFIG_FREE = ("convert", "report")   # commands that run without --config
 
 
 def get(name: str):

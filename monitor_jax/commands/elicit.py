@@ -63,7 +63,7 @@ class Pipeline:
         self.c, self.e = c, c.elicit
         self.dir = Path(c.workdir) / "elicit"
         self.stages = Stages(self.dir)
-        self.thinking_task, self.task = assemble.task(self.e.thinking_task), assemble.task(self.e.task)
+        self.thinking_task, self.task = assemble.task(c, self.e.thinking_task), assemble.task(c, self.e.task)
         if not getattr(self.thinking_task, "answer_marker", ""):
             raise TaskError(f"elicit.thinking_task={self.e.thinking_task!r} has no answer_marker, so it cannot "
                             f"reason before its answer (the marker, e.g. 'Answer:', is where its label is read)")
@@ -253,10 +253,10 @@ class Pipeline:
         for name, item in zip(self.names, self.items):
             if item.get("mode", "single_token") != "single_token":
                 continue
-            domain = assemble.task(item["task"]).domain
+            domain = assemble.task(self.c, item["task"]).domain
             match = [n for n, other in zip(self.names, self.items)
                      if other.get("mode") == "thinking" and dict(other["source"]) == dict(item["source"])
-                     and assemble.task(other["task"]).domain == domain]
+                     and assemble.task(self.c, other["task"]).domain == domain]
             out.append((name, match[0] if match else None))
         return out
 

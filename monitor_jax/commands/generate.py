@@ -80,7 +80,7 @@ def run(config, flags) -> int:
     if not (flags.input and flags.output):
         raise ConfigError("generate needs --input and --output (and optionally --task, --checkpoint)")
     validate(config, jax.device_count(), training=False)
-    task = assemble.task(flags.task) if flags.task else None
+    task = assemble.task(config, flags.task) if flags.task else None
     loaded = assemble.params(config, flags.checkpoint)
     sampler = assemble.sampler(config, loaded)
     g = config.generate

@@ -59,7 +59,7 @@ def run(config, flags) -> int:
     if not (flags.input and flags.output and flags.task):
         raise ConfigError("score needs --task, --input and --output")
     validate(config, jax.device_count(), training=False)
-    task = assemble.task(flags.task)
+    task = assemble.task(config, flags.task)
     loaded = assemble.params(config, flags.checkpoint)
     scorer = assemble.scorer(config, loaded.graphdef, loaded.mesh, loaded.rules, loaded.tokenizer.pad_id)
     counts = score_file(loaded, scorer, task, flags.input, flags.output)

@@ -142,3 +142,74 @@ def with_prompt(task: ClassificationTask, name: str, messages: Sequence[tuple[st
                 ) -> ClassificationTask:
     """The same data under another prompt: the prompt-change experiment."""
     return dataclasses.replace(task, name=name, messages=tuple(tuple(m) for m in messages), **changes)
+
+
+# ------------------------------------------------------------------ tasks written in a config
+ROLES = ("system", "user", "assistant")
+SPEC_KEYS = {
+    "classification": {"name", "kind", "domain", "messages", "positive", "negative", "answer_prefix",
+                       "answer_marker", "label_field", "labels", "content_field", "truncate_side"},
+    "instruction": {"name", "kind", "domain", "messages_field"},
+}
+
+
+def _message(m: Any, where: str) -> tuple[str, str]:
+    """(role, template) from [role, template] or {"role", "content"}; every slot must be a plain field name."""
+    import string
+
+    if isinstance(m, Mapping) and set(m) == {"role", "content"}:
+        m = (m["role"], m["content"])
+    if not (isinstance(m, Sequence) and not isinstance(m, str) and len(m) == 2
+            and all(isinstance(x, str) for x in m)):
+        raise TaskError(f"{where}={m!r} must be [role, template] or {{'role': ..., 'content': ...}}")
+    role, template = m
+    if role not in ROLES:
+        raise TaskError(f"{where}: role {role!r}; choose one of {ROLES}")
+    try:
+        slots = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise TaskError(f"{where}: {e} in {template!r} (write a literal brace as {{{{ or }}}})") from None
+    for f, spec, conv in slots:
+        if not f.isidentifier() or spec or conv:
+            shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise TaskError(f"{where}: the slot {shown} names no row field; slots are plain field names like "
+                            f"{{text}}")
+    return role, template
+
+
+def from_spec(spec: Mapping[str, Any], where: str = "task") -> Task:
+    """A task from a config dict (`tasks` items, docs/tasks.md); a bad key is a TaskError naming it."""
+    spec = dict(spec)
+    kind = spec.get("kind", "classification")
+    if kind not in SPEC_KEYS:
+        raise TaskError(f"{where}.kind={kind!r}; choose one of {sorted(SPEC_KEYS)}")
+    unknown = sorted(set(spec) - SPEC_KEYS[kind])
+    if unknown:
+        raise TaskError(f"{where} has unknown key(s) {unknown}; a {kind} task takes {sorted(SPEC_KEYS[kind])}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise TaskError(f"{where}.name={name!r} must be a non-empty string")
+    for key in set(spec) - {"messages", "labels"}:
+        if not isinstance(spec[key], str):
+            raise TaskError(f"{where}.{key}={spec[key]!r} must be a string")
+    spec.pop("kind", None)
+    if kind == "instruction":
+        return InstructionTask(**spec)
+    messages = spec.get("messages")
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise TaskError(f"{where}.messages={messages!r} must be a non-empty list of [role, template]")
+    spec["messages"] = tuple(_message(m, f"{where}.messages[{j}]") for j, m in enumerate(messages))
+    if "labels" in spec:
+        labels = spec["labels"]
+        if not (isinstance(labels, Sequence) and labels and all(
+                isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and isinstance(p[1], bool)
+                and isinstance(p[0], (str, int, bool)) for p in labels)):
+            raise TaskError(f"{where}.labels={labels!r} must be a list of [row value, is positive (true/false)]")
+        if {p[1] for p in labels} != {True, False}:
+            raise TaskError(f"{where}.labels={labels!r} must map some row value to each of true and false")
+        spec["labels"] = tuple((p[0], p[1]) for p in labels)
+    spec.setdefault("domain", name)
+    task = ClassificationTask(**spec)
+    if not task.fields:
+        raise TaskError(f"{where}.messages: the prompt has no {{field}} slot, so every row would read the same")
+    return task

@@ -17,8 +17,9 @@ from monitor_jax.model.answer import Unembed, answer_logits
 NORMALIZATIONS = ("per_source", "pooled")
 
 
-def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
-    """(summed CE, row count, summed correct) over classification rows.
+def classification_terms(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
+    """Per row: (CE at the label position, correct (the log-odds sign agrees with the label), classification
+    mask); instruction rows are masked out.
 
     `two_token`: softmax over the positive and negative label tokens only,
     instead of the full vocabulary.
@@ -33,10 +34,21 @@ def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, 
         norm_B = jnp.logaddexp(pos_logit_B, neg_logit_B)
     else:
         norm_B = jax.nn.logsumexp(logits_BxV, axis=-1)
-    ce_B = norm_B - target_logit_B
-    correct_B = (pos_logit_B > neg_logit_B) == (batch["label"] == 1)
     mask_B = is_cls_B.astype(jnp.float32)
-    return jnp.sum(ce_B * mask_B), jnp.sum(mask_B), jnp.sum(correct_B * mask_B)
+    correct_B = ((pos_logit_B > neg_logit_B) == (batch["label"] == 1)).astype(jnp.float32)
+    return (norm_B - target_logit_B) * mask_B, correct_B * mask_B, mask_B
+
+
+def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
+    """(summed CE, row count, summed correct) over classification rows."""
+    ce_B, correct_B, mask_B = classification_terms(unembed, hidden_BxTxD, batch, two_token)
+    return jnp.sum(ce_B), jnp.sum(mask_B), jnp.sum(correct_B)
+
+
+def by_task(values_B: jax.Array, task_id_B: jax.Array, num_tasks: int) -> jax.Array:
+    """[num_tasks] sums of masked per-row values by the rows' task id (instruction rows, whose id is past the
+    classification tasks, carry zeros)."""
+    return jax.ops.segment_sum(values_B, jnp.minimum(task_id_B, num_tasks - 1), num_segments=num_tasks)
 
 
 def instruction_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, chunk: int = 256):

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION
 from monitor_jax.model import Transformer
 from monitor_jax.parallel.multihost import batch_sharding
-from monitor_jax.train.losses import classification_loss, combine, instruction_loss
+from monitor_jax.train.losses import by_task, classification_terms, combine, instruction_loss
 
 
 @jax.tree_util.register_dataclass
@@ -38,6 +38,7 @@ class LossConfig:
     chunk_size: int = 256            # instruction loss: positions unembedded at once
     grad_accum: int = 1              # micro-batches per step
     instruction: bool = True         # False: no instruction data in this run, the loss is not even traced
+    num_tasks: int = 0               # classification sources (task ids 0..n-1): per-task loss and accuracy
 
 
 def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
@@ -65,12 +66,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         model = nnx.merge(graphdef, params)
         hidden_BxTxD = model.hidden_states(micro["tokens"], segment_ids=micro["segment_ids"],
                                            positions=micro["positions"])
-        cls_sum, cls_rows, correct = classification_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
+        ce_B, correct_B, mask_B = classification_terms(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
+        cls_sum = jnp.sum(ce_B)
         sft_sum = (instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)[0]
                    if loss_cfg.instruction else jnp.zeros((), jnp.float32))
         # Normalised by the whole batch's counts, so micro-batch losses sum to the batch loss.
         loss = combine(cls_sum, n_cls, sft_sum, n_sft, wc, ws, loss_cfg.normalization)
-        return loss, dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=correct)
+        aux = dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=jnp.sum(correct_B))
+        if loss_cfg.num_tasks:   # which source a mixture starves: each task's own loss and accuracy
+            aux.update({f"task_{k}": by_task(v, micro["task_id"], loss_cfg.num_tasks)
+                        for k, v in (("cls_sum", ce_B), ("rows", mask_B), ("correct", correct_B))})
+        return loss, aux
 
     def train_step(state: TrainState, batch: dict):
         n_cls, n_sft = batch_counts(batch)
@@ -84,8 +90,10 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             (l, a), g = grad_fn(state.params, micro, n_cls, n_sft, wc, ws)
             return (loss + l, jax.tree.map(jnp.add, aux, a), jax.tree.map(jnp.add, grads, g)), None
 
-        zeros = (jnp.zeros(()), dict(cls_sum=jnp.zeros(()), sft_sum=jnp.zeros(()), correct=jnp.zeros(())),
-                 jax.tree.map(jnp.zeros_like, state.params))
+        aux_zeros = dict(cls_sum=jnp.zeros(()), sft_sum=jnp.zeros(()), correct=jnp.zeros(()))
+        if loss_cfg.num_tasks:
+            aux_zeros.update({f"task_{k}": jnp.zeros(loss_cfg.num_tasks) for k in ("cls_sum", "rows", "correct")})
+        zeros = (jnp.zeros(()), aux_zeros, jax.tree.map(jnp.zeros_like, state.params))
         (loss, aux, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -93,7 +101,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                        cls_accuracy=aux["correct"] / jnp.maximum(n_cls, 1),
                        sft_loss=aux["sft_sum"] / jnp.maximum(n_sft, 1), sft_tokens=n_sft,
                        w_cls=jnp.asarray(wc, jnp.float32), w_sft=jnp.asarray(ws, jnp.float32),
-                       grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
+                       grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
+                       **{k: v for k, v in aux.items() if k.startswith("task_")})   # [num_tasks] sums
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

@@ -141,12 +141,25 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
 
     def check(pending) -> dict[str, Any]:
         step, metrics, host = pending
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = jax.device_get(metrics)
+        per_task = {k: metrics.pop(k) for k in ("task_cls_sum", "task_rows", "task_correct") if k in metrics}
+        metrics = {k: float(v) for k, v in metrics.items()}
+        # A loss over no rows is undefined: left out of the step's record, never logged as 0.
+        for count, means in (("cls_rows", ("cls_loss", "cls_accuracy")), ("sft_tokens", ("sft_loss",))):
+            if metrics[count] == 0:
+                for k in means:
+                    metrics.pop(k)
+        if per_task:   # a task with no row this step has no loss this step (never a NaN or a 0)
+            for name, total, n, c in zip(task_names, per_task["task_cls_sum"], per_task["task_rows"],
+                                     per_task["task_correct"]):
+                metrics[f"cls_rows/{name}"] = float(n)
+                if n:
+                    metrics[f"cls_loss/{name}"], metrics[f"cls_accuracy/{name}"] = float(total / n), float(c / n)
         # A finite loss with non-finite gradients or parameters would still poison the state.
         if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
             mngr.wait_until_finished()
             raise NonFiniteLoss(f"non-finite training at step {step}: loss={metrics['loss']} (cls_loss="
-                                f"{metrics['cls_loss']}, sft_loss={metrics['sft_loss']}), grad_norm="
+                                f"{metrics.get('cls_loss')}, sft_loss={metrics.get('sft_loss')}), grad_norm="
                                 f"{metrics['grad_norm']}, param_norm={metrics['param_norm']}. Stopped without "
                                 f"saving; the last good checkpoint is step {mngr.latest_step()} in {mngr.directory}")
         return {**metrics, **host}

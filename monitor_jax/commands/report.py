@@ -1,0 +1,26 @@
+"""`report --sweep=DIR`: a sweep's results (no --config): results.csv, results.md and figures in DIR/results/.
+
+One row per (run, eval set) from each run's final evaluation: the run's grid values as columns, AUROC, TPR at
+1% FPR and accuracy with their bootstrap intervals. Figures: AUROC against each numeric grid key per eval set
+(interval bands), a heatmap of training setting x eval set, and the training curves (total, per-task
+classification and instruction loss). Each run's overrides and mean AUROC also go to its TensorBoard
+directory (HParams), so `tensorboard --logdir DIR/runs` shows the runs side by side.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from monitor_jax.errors import EXIT_OK, ConfigError
+from monitor_jax.studies.results import report
+
+
+def run(config, flags) -> int:
+    if not flags.sweep:
+        raise ConfigError("report needs --sweep=DIR (a sweep's work directory, holding sweep.json)")
+    sweep_dir = Path(flags.sweep)
+    if not (sweep_dir / "sweep.json").is_file():
+        raise ConfigError(f"--sweep={flags.sweep}: no sweep.json there; give the work directory of a sweep")
+    out, rows, notes = report(sweep_dir)
+    print((out / "results.md").read_text())
+    print(f"{len(rows)} rows; results and figures in {out}")
+    return EXIT_OK

@@ -1,0 +1,205 @@
+"""A sweep's results: one row per (run, eval set) from each run's final report, a table and figures.
+
+The rows come from `WORKDIR/runs/NAME/eval/STEPS/report.json` (what `train` writes after its last step) and
+the training curves from each run's `metrics.jsonl`. Unfinished runs and runs without an evaluation are
+listed, never dropped silently.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+METRICS = ("auroc", "tpr_at_1pct_fpr", "accuracy")
+
+
+def _label(value: Any, names: list[str] | None, values: list) -> str:
+    if names is not None:
+        return names[values.index(value)]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str]]:
+    """(rows, {grid key: its values' labels in grid order}, notes about runs without results)."""
+    sweep_dir = Path(sweep_dir)
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    grid = {k: v for k, v, *_ in record["grid"]}
+    names = {k: rest[0] for k, _, *rest in record["grid"] if rest}
+    rows, notes = [], []
+    for run in record["runs"]:
+        report = Path(run["workdir"]) / "eval" / str(run["steps"]) / "report.json"
+        if not (Path(run["workdir"]) / "checkpoints" / str(run["steps"])).is_dir():
+            notes.append(f"run {run['name']} is not finished (no checkpoint at step {run['steps']})")
+            continue
+        if not report.is_file():
+            notes.append(f"run {run['name']} has no evaluation at step {run['steps']} (eval.tasks empty?)")
+            continue
+        overrides = {k: _label(run["overrides"][k], names.get(k), grid[k]) for k in grid}
+        seed = run["overrides"].get("seed")
+        for t in json.loads(report.read_text())["tasks"]:
+            row = dict(run=run["name"], **overrides, seed=seed, eval_set=t["name"], domain=t["domain"],
+                       heldout=t["heldout"], n=t["n"])
+            for m in METRICS:
+                for part in ("value", "low", "high"):
+                    v = t["metrics"][m][part]
+                    row[m if part == "value" else f"{m}_{part}"] = v
+            rows.append(row)
+    labels = {k: [_label(v, names.get(k), grid[k]) for v in grid[k]] for k in grid}
+    return rows, labels, notes
+
+
+def _fmt(row: dict, m: str) -> str:
+    v, lo, hi = row[m], row[f"{m}_low"], row[f"{m}_high"]
+    return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+
+def write_tables(rows: list[dict], labels: dict[str, list[str]], notes: list[str], out: Path) -> None:
+    keys = list(labels)
+    columns = ["run", *keys, "seed", "eval_set", "domain", "heldout", "n"] + [
+        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: r.get(c) for c in columns})
+    lines = ["# Sweep results", "", "| run | " + " | ".join(keys) + " | seed | eval set | held out | n | AUROC | "
+             "TPR at 1% FPR | accuracy |", "| --- | " + " | ".join("---" for _ in keys) + " | --- | --- | --- | --- | "
+             "--- | --- | --- |"]
+    for r in rows:
+        seed = r["seed"] if r["seed"] is not None else "-"
+        lines.append(f"| {r['run']} | " + " | ".join(str(r[k]) for k in keys) + f" | {seed} | {r['eval_set']} | "
+                     f"{'yes' if r['heldout'] else 'no'} | {r['n']} | " + " | ".join(_fmt(r, m) for m in METRICS) + " |")
+    lines += ["", "Intervals: bootstrap 95% of each run's own evaluation."] + [f"- {n}" for n in notes]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def _numeric(labels: list[str]) -> bool:
+    try:
+        [float(x) for x in labels]
+        return True
+    except ValueError:
+        return False
+
+
+def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path: Path) -> None:
+    """AUROC against a numeric grid key, one line per eval set (mean over seeds and the other keys), with the
+    mean bootstrap interval as a band."""
+    xs = labels[key]
+    sets = list(dict.fromkeys(r["eval_set"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sets:
+        pts = []
+        for x in xs:
+            sel = [r for r in rows if r["eval_set"] == name and r[key] == x]
+            if sel:
+                mean = lambda k: float(np.mean([r[k] for r in sel if r[k] is not None] or [np.nan]))  # noqa: E731
+                pts.append((float(x), mean("auroc"), mean("auroc_low"), mean("auroc_high")))
+        if not pts:
+            continue
+        p = np.array(pts)
+        line, = ax.plot(p[:, 0], p[:, 1], marker="o", label=name)
+        if np.isfinite(p[:, 2:]).all():
+            ax.fill_between(p[:, 0], p[:, 2], p[:, 3], color=line.get_color(), alpha=0.15)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(key)
+    ax.set_ylabel("AUROC (bootstrap 95% band)")
+    ax.set_title(f"AUROC against {key}")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_heatmap(rows: list[dict], labels: dict[str, list[str]], path: Path) -> None:
+    """Mean AUROC, training setting (the first non-numeric grid key's values, else the runs) x eval set."""
+    categorical = [k for k in labels if not _numeric(labels[k])]
+    key = categorical[0] if categorical else "run"
+    ys = labels[key] if categorical else list(dict.fromkeys(r["run"] for r in rows))
+    sets = list(dict.fromkeys(r["eval_set"] for r in rows))
+    grid = np.full((len(ys), len(sets)), np.nan)
+    for i, y in enumerate(ys):
+        for j, s in enumerate(sets):
+            sel = [r["auroc"] for r in rows if r[key] == y and r["eval_set"] == s]
+            if sel:
+                grid[i, j] = np.mean(sel)
+    fig, ax = plt.subplots(figsize=(1.2 * len(sets) + 3, 0.5 * len(ys) + 2))
+    im = ax.imshow(grid, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(sets)), sets, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(ys)), ys, fontsize=8)
+    for i in range(len(ys)):
+        for j in range(len(sets)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xlabel("eval set")
+    ax.set_ylabel(key)
+    ax.set_title("AUROC (mean over seeds)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(sweep_dir: Path, path: Path) -> None:
+    """Per run: the total loss, each classification task's loss and the instruction loss against the step."""
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    curves = {}
+    for run in record["runs"]:
+        metrics = Path(run["workdir"]) / "metrics.jsonl"
+        if metrics.is_file():
+            curves[run["name"]] = [m for m in map(json.loads, metrics.read_text().splitlines()) if "train/loss" in m]
+    keys = sorted({k for ms in curves.values() for m in ms for k in m
+                   if k == "train/loss" or k == "train/sft_loss" or k.startswith("train/cls_loss/")})
+    cols = min(3, max(1, len(keys)))
+    rows = max(1, math.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, ms in curves.items():
+            pts = [(m["step"], m[key]) for m in ms if key in m]
+            if pts:
+                ax.plot(*zip(*pts), label=name, lw=1)
+        ax.set_title(key.removeprefix("train/"), fontsize=9)
+        ax.set_xlabel("step")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if keys:
+        axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_hparams(sweep_dir: Path, rows: list[dict], labels: dict[str, list[str]]) -> None:
+    """Each finished run's overrides and mean AUROC in its TensorBoard directory (the HParams plugin)."""
+    from tensorboardX import SummaryWriter
+
+    for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name]
+        hparams = {k: mine[0][k] for k in labels}
+        if mine[0]["seed"] is not None:
+            hparams["seed"] = mine[0]["seed"]
+        with SummaryWriter(str(sweep_dir / "runs" / name / "tensorboard")) as w:
+            w.add_hparams(hparams, {"hparam/mean_auroc": float(np.mean([r["auroc"] for r in mine]))}, name="hparams")
+
+
+def report(sweep_dir: str | Path) -> tuple[Path, list[dict], list[str]]:
+    sweep_dir = Path(sweep_dir)
+    rows, labels, notes = collect(sweep_dir)
+    out = sweep_dir / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(rows, labels, notes, out)
+    if rows:
+        for key in labels:
+            if _numeric(labels[key]) and len(labels[key]) > 1:
+                plot_against(rows, labels, key, out / f"auroc_vs_{key.replace('.', '_')}.png")
+        plot_heatmap(rows, labels, out / "heatmap.png")
+        write_hparams(sweep_dir, rows, labels)
+    plot_training(sweep_dir, out / "training_curves.png")
+    return out, rows, notes

@@ -1,0 +1,158 @@
+"""Sweeps: a grid of config overrides -> named runs, each an ordinary `train` work directory.
+
+A run's name comes from its overrides alone (`value-0.5_seed-1`), so it is stable across calls; its command
+is `python -m monitor_jax.main train --config=SWEEP/runs/NAME/config.py`, a two-line config file that loads
+the sweep's config and applies the run's overrides (any JSON value, lists of sources included). Because a run
+is a work directory, a finished run is one whose final checkpoint exists, and an unfinished one resumes.
+
+Executors: `local` runs the commands here, `parallel` at a time (with `devices` split between them through
+an environment variable such as CUDA_VISIBLE_DEVICES); `slurm_script` and `kubernetes_job` write specs
+for clusters the user already has, one array index per run, running the same commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str
+    overrides: dict[str, Any]       # config key -> value
+
+
+def _short(key: str, keys: Sequence[str]) -> str:
+    """The key's last part, or more of it when two grid keys share their last part."""
+    parts = key.split(".")
+    for k in range(1, len(parts) + 1):
+        tail = ".".join(parts[-k:])
+        if sum(other == tail or other.endswith("." + tail) for other in keys) == 1:
+            return tail
+    return key
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        v = f"{v:g}"
+    elif not isinstance(v, (str, int, bool)):
+        v = str(v)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(v)).strip("-") or "x"
+
+
+def expand(grid: Mapping[str, Sequence[Any]], seeds: Sequence[int] = (), names: Mapping[str, Sequence[str]] | None
+           = None) -> list[Run]:
+    """The cartesian product of `grid` (key -> values), times `seeds` (each sets `seed` and `data.seed`).
+
+    `names[key]` gives display names for a key's values (e.g. for lists of training sources), else the
+    value itself is written into the run's name."""
+    keys = list(grid)
+    names = dict(names or {})
+    runs = []
+    for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
+        for seed in (list(seeds) or [None]):
+            overrides = {k: v for k, (_, v) in zip(keys, combo)}
+            parts = [f"{_short(k, keys).replace('.', '-')}-{_value(names[k][i] if k in names else v)}"
+                     for k, (i, v) in zip(keys, combo)]
+            if seed is not None:
+                overrides.update({"seed": seed, "data.seed": seed})
+                parts.append(f"seed-{seed}")
+            runs.append(Run("_".join(parts) or "base", overrides))
+    dupes = sorted({r.name for r in runs if [x.name for x in runs].count(r.name) > 1})
+    if dupes:
+        raise ValueError(f"several runs are named {dupes}: give their values display names")
+    return runs
+
+
+def run_config_file(sweep_config: str | Path, run: Run, workdir: str | Path, flags: Mapping[str, Any] = {}) -> str:
+    """The text of a run's config file: the sweep's config, the sweep's command-line overrides (`flags`), the
+    run's overrides and its work directory."""
+    overrides = {**dict(flags), **run.overrides}
+    return (f'"""Run {run.name} of the sweep {Path(sweep_config).name}: written by the sweep command."""\n'
+            f"import json\nimport runpy\n\nfrom monitor_jax.config import set_key\n\n\n"
+            f"def get_config():\n"
+            f"    c = runpy.run_path({str(Path(sweep_config).resolve())!r})['get_config']()\n"
+            f"    for key, value in json.loads({json.dumps(overrides)!r}).items():\n"
+            f"        set_key(c, key, value)\n"
+            f"    c.workdir = {str(Path(workdir).resolve())!r}\n"
+            f"    return c\n")
+
+
+def command(run_dir: str | Path, python: str = "python") -> list[str]:
+    """The command that trains (or resumes) one run."""
+    return [python, "-m", "monitor_jax.main", "train", f"--config={Path(run_dir).resolve() / 'config.py'}"]
+
+
+def finished(workdir: str | Path, steps: int) -> bool:
+    """The run saved its final step (orbax renames a step directory into place only once it is complete)."""
+    return (Path(workdir) / "checkpoints" / str(steps)).is_dir()
+
+
+def slurm_script(commands: Sequence[str], sweep_dir: str | Path, sbatch: Mapping[str, Any]) -> str:
+    """A Slurm job array: index i runs commands[i]; `sbatch` holds #SBATCH options (time, partition, ...)."""
+    options = {"job-name": f"sweep-{Path(sweep_dir).name}", "array": f"0-{len(commands) - 1}",
+               "output": f"{Path(sweep_dir).resolve()}/runs/slurm-%A_%a.log", **dict(sbatch)}
+    lines = ["#!/usr/bin/env bash"] + [f"#SBATCH --{k}={v}" for k, v in options.items()] + [
+        "# Written by `python -m monitor_jax.main sweep`; submit with: sbatch " + str(Path(sweep_dir).resolve() /
+                                                                                    "slurm.sh"),
+        "set -euo pipefail", "case \"$SLURM_ARRAY_TASK_ID\" in"]
+    lines += [f"  {i}) {c} ;;" for i, c in enumerate(commands)]
+    lines += ["  *) echo \"no run for array index $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;", "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def kubernetes_job(commands: Sequence[str], name: str, image: str, parallelism: int,
+                   resources: Mapping[str, Any]) -> dict[str, Any]:
+    """An Indexed Job: completion index i runs commands[i] (the sweep directory must be on a shared volume at
+    the same path in the container)."""
+    script = "\n".join(["set -euo pipefail", "case \"$JOB_COMPLETION_INDEX\" in"]
+                       + [f"  {i}) {c} ;;" for i, c in enumerate(commands)]
+                       + ["  *) exit 2 ;;", "esac"])
+    container = {"name": "train", "image": image, "command": ["bash", "-c", script]}
+    if resources:
+        container["resources"] = dict(resources)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]},
+            "spec": {"completionMode": "Indexed", "completions": len(commands), "parallelism": parallelism,
+                     "backoffLimitPerIndex": 3, "maxFailedIndexes": len(commands),
+                     "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}
+
+
+def run_local(jobs: Sequence[tuple[str, list[str], Path]], parallel: int = 1, device_env: str = "",
+              devices: Sequence[str] = (), say=print) -> dict[str, int]:
+    """Run (name, command, log file) jobs here, `parallel` at a time; returns each job's exit code.
+
+    With `devices`, job slot k gets devices[k::parallel] in the environment variable `device_env`."""
+    codes: dict[str, int] = {}
+    slots: list[tuple[str, subprocess.Popen, Any] | None] = [None] * parallel
+    queue = list(jobs)
+    while queue or any(slots):
+        for k, slot in enumerate(slots):
+            if slot is not None and slot[1].poll() is not None:
+                name, proc, log = slot
+                log.close()
+                codes[name] = proc.returncode
+                say(f"sweep: run {name} exited {proc.returncode}")
+                slots[k] = None
+            if slots[k] is None and queue:
+                name, cmd, log_path = queue.pop(0)
+                env = dict(os.environ)
+                if devices:
+                    env[device_env] = ",".join(str(d) for d in list(devices)[k::parallel])
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = open(log_path, "a")
+                say(f"sweep: run {name}: {shlex.join(cmd)} (log {log_path})")
+                slots[k] = (name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        time.sleep(0.2)
+    return codes
+
+
+PYTHON = sys.executable

@@ -1,0 +1,168 @@
+"""Sweeps: grid -> named runs (ordinary work directories), skipped when finished, resumed when killed; the
+cluster specs run the same commands; `report --sweep` tabulates and plots."""
+import csv
+import json
+import os
+import re
+import runpy
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from monitor_jax.config import ConfigError, sweep_grid, validate
+from monitor_jax.studies import sweep as sweeps
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/paper/mixing_ratio.py"
+SMALL = ["--config.train.steps=4", "--config.train.checkpoint_every=2", "--config.train.batch_size=8",
+         "--config.train.log_every=1", "--config.eval.max_rows=16", "--config.eval.bootstrap=10",
+         "--config.eval.batch_size=8", "--config.eval.every=0", "--config.model.config.num_layers=1",
+         "--config.model.config.embed_dim=32", "--config.model.config.head_dim=8", "--config.model.config.mlp_dim=32"]
+
+
+def _sweep(workdir, tokenizer, *extra, ratios=(0.5, 1.0), **kw):
+    # (A tuple flag given twice is concatenated by ml_collections: the grid is given once, here.)
+    cmd = [sys.executable, "-m", "monitor_jax.main", "sweep", f"--config={CONFIG}", f"--config.workdir={workdir}",
+           f"--config.model.tokenizer={tokenizer}", f"--config.sweep.grid=(('data.mixing.value', {tuple(ratios)}),)",
+           *SMALL, *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, **kw)
+
+
+def _params(run_dir):
+    import orbax.checkpoint as ocp
+
+    return ocp.PyTreeCheckpointer().restore(Path(run_dir) / "checkpoints" / "4" / "state")["params"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, demo_tokenizer):
+    work = tmp_path_factory.mktemp("sweep") / "ratio"
+    return work, _sweep(work, demo_tokenizer)
+
+
+@pytest.mark.slow
+def test_a_ratio_sweep_runs_then_reports(swept, demo_tokenizer):
+    work, out = swept
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    names = ["value-0.5_seed-0", "value-1_seed-0"]
+    assert sorted(p.name for p in (work / "runs").iterdir()) == names
+    for name in names:
+        assert (work / "runs" / name / "checkpoints" / "4").is_dir()
+        assert any((work / "runs" / name / "tensorboard").iterdir())
+
+    report = subprocess.run([sys.executable, "-m", "monitor_jax.main", "report", f"--sweep={work}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = list(csv.DictReader(open(work / "results" / "results.csv")))
+    eval_sets = runpy.run_path(str(CONFIG))["get_config"]().eval.tasks
+    assert len(rows) == 2 * len(eval_sets)
+    assert {(r["run"], r["data.mixing.value"]) for r in rows} == {(names[0], "0.5"), (names[1], "1")}
+    assert all(0 <= float(r["auroc"]) <= 1 and float(r["auroc_low"]) <= float(r["auroc_high"]) for r in rows)
+    for png in ("auroc_vs_data_mixing_value.png", "heatmap.png", "training_curves.png"):
+        data = (work / "results" / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000, png
+    assert "| value-0.5_seed-0 | 0.5 | 0 | chem_harm |" in (work / "results" / "results.md").read_text()
+    # Per-task training metrics are in each run's metrics.jsonl (the training-curves figure reads them).
+    logged = [json.loads(line) for line in open(work / "runs" / names[0] / "metrics.jsonl")]
+    assert any("train/cls_loss/chem_harm" in m for m in logged)
+
+    # A second call finds every run finished: nothing runs, no checkpoint is written.
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("checkpoints/*")}
+    again = _sweep(work, demo_tokenizer)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished already") == 2 and "exited" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("checkpoints/*")} == before
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_is_completed_by_rerunning(swept, tmp_path, demo_tokenizer):
+    """Kill the sweep (and its run) once the run has saved step 2; rerun: the run resumes and ends with the
+    uninterrupted run's parameters."""
+    work, _ = swept
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "monitor_jax.main", "sweep", f"--config={CONFIG}", f"--config.workdir={killed}",
+           f"--config.model.tokenizer={demo_tokenizer}", "--config.sweep.grid=(('data.mixing.value', (0.5,)),)",
+           *SMALL]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    step2 = killed / "runs" / "value-0.5_seed-0" / "checkpoints" / "2"
+    deadline = time.time() + 600
+    while not step2.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert step2.is_dir() and not (step2.parent / "4").is_dir()
+    again = _sweep(killed, demo_tokenizer, ratios=(0.5,))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    import jax
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 _params(work / "runs" / "value-0.5_seed-0"), _params(killed / "runs" / "value-0.5_seed-0"))
+
+
+def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_tokenizer):
+    work = tmp_path / "grid"
+    out = _sweep(work, demo_tokenizer, "--config.sweep.executor=slurm", "--config.sweep.seeds=(0, 1)",
+                 ratios=(0.25, 0.5, 1.0))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"sbatch {work.resolve() / 'slurm.sh'}" in out.stdout
+    assert not any((work / "runs").rglob("checkpoints"))            # written, not run
+    record = json.loads((work / "sweep.json").read_text())
+    local = [r["command"] for r in record["runs"]]
+    assert len(local) == len(set(local)) == 6
+    assert local == (work / "commands.txt").read_text().splitlines()
+    assert subprocess.run(["bash", "-n", str(work / "slurm.sh")]).returncode == 0
+    script = (work / "slurm.sh").read_text()
+    assert "#SBATCH --array=0-5" in script
+    cases = dict(re.findall(r"^  (\d+)\) (.*) ;;$", script, re.M))
+    assert [cases[str(i)] for i in range(6)] == local
+    job = yaml.safe_load((work / "job.yaml").read_text())
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 6
+    body = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert [dict(re.findall(r"^  (\d+)\) (.*) ;;$", body, re.M))[str(i)] for i in range(6)] == local
+    # The command of a run is a plain `train` of its own config file, which holds the sweep's flags too.
+    run_config = shlex.split(local[0])[-1].removeprefix("--config=")
+    c = runpy.run_path(run_config)["get_config"]()
+    assert (c.data.mixing.value, c.seed, c.data.seed, c.train.steps) == (0.25, 0, 0, 4)
+    assert c.workdir == str((work / "runs" / "value-0.25_seed-0").resolve())
+    validate(c, 8)
+
+
+def test_run_names_are_stable_and_distinct():
+    runs = sweeps.expand({"data.mixing.value": [0.25, 1.0], "loss.cls_weight.value": [1.0]}, seeds=[3])
+    assert [r.name for r in runs] == ["mixing-value-0.25_cls_weight-value-1_seed-3",
+                                      "mixing-value-1_cls_weight-value-1_seed-3"]
+    sources = [[{"task": "chem_harm"}], [{"task": "cyber_harm"}]]
+    runs = sweeps.expand({"data.classification": sources}, names={"data.classification": ["chem", "cyber"]})
+    assert [r.name for r in runs] == ["classification-chem", "classification-cyber"]
+    assert runs[1].overrides == {"data.classification": sources[1]}
+
+
+@pytest.mark.parametrize("grid, message", [
+    ((), "sweep.grid is empty"),
+    ([("train.stepz", (1, 2))], "config key train.stepz does not exist"),
+    ([("train.steps", ("a", "b"))], "train.steps='a'"),
+    ([("train.steps", (1, 2), ("one",))], "sweep.grid[0]: the names ('one',) must be one non-empty string"),
+    ([("train.steps", 5)], "sweep.grid[0]=('train.steps', 5) must be (config key, [values])"),
+])
+def test_bad_grids_are_config_errors_naming_the_key(grid, message):
+    c = runpy.run_path(str(CONFIG))["get_config"]()
+    c.sweep.grid = tuple(grid)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        sweep_grid(c)
+
+
+def test_every_paper_config_builds_and_validates():
+    for path in sorted((REPO / "configs/paper").glob("*.py")):
+        c = runpy.run_path(str(path))["get_config"]()
+        training = not path.name.startswith("elicitation")
+        validate(c, 1, training=training)
+        if c.sweep.grid:
+            sweep_grid(c)
