@@ -29,6 +29,7 @@ setup(
         "scikit-learn",
         "pyarrow",
         "tensorboardX",
+        "pyyaml",                  # the sweep's Kubernetes manifest
     ],
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
