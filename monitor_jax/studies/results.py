@@ -131,13 +131,14 @@ def plot_heatmap(rows: list[dict], labels: dict[str, list[str]], path: Path) -> 
             if sel:
                 grid[i, j] = np.mean(sel)
     fig, ax = plt.subplots(figsize=(1.2 * len(sets) + 3, 0.5 * len(ys) + 2))
-    im = ax.imshow(grid, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+    # Centred on chance: below 0.5 (a monitor pointing the wrong way) must not look like chance.
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(sets)), sets, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(ys)), ys, fontsize=8)
     for i in range(len(ys)):
         for j in range(len(sets)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="k", fontsize=8)
     ax.set_xlabel("eval set")
     ax.set_ylabel(key)
     ax.set_title("AUROC (mean over seeds)")
