@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
         parallel=1,             # local: runs at once; run slot k gets devices[k::parallel] in device_env
         device_env="CUDA_VISIBLE_DEVICES", devices=(),
         sbatch={},              # slurm: extra #SBATCH options, e.g. {"time": "04:00:00", "gpus-per-task": 1}
+        python="",              # the interpreter in every run's command ("" = this one; e.g. "python" in images)
         image="",               # kubernetes: an image with monitor_jax installed and WORKDIR mounted at its path
         resources={})           # kubernetes: the container's resources, e.g. {"limits": {"nvidia.com/gpu": 1}}
     c.lock()

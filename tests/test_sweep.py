@@ -128,6 +128,7 @@ def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_t
     body = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert [dict(re.findall(r"^  (\d+)\) (.*) ;;$", body, re.M))[str(i)] for i in range(6)] == local
     # The command of a run is a plain `train` of its own config file, which holds the sweep's flags too.
+    assert all(shlex.split(line)[0] == sys.executable for line in local)   # sweep.python="" : this interpreter
     run_config = shlex.split(local[0])[-1].removeprefix("--config=")
     c = runpy.run_path(run_config)["get_config"]()
     assert (c.data.mixing.value, c.seed, c.data.seed, c.train.steps) == (0.25, 0, 0, 4)
@@ -166,3 +167,35 @@ def test_every_paper_config_builds_and_validates():
         validate(c, 1, training=training)
         if c.sweep.grid:
             sweep_grid(c)
+
+
+def test_report_labels_categorical_values_and_lists_unfinished_runs(tmp_path):
+    """A transfer-matrix-like sweep (lists of sources named by domain): rows and the heatmap use the names;
+    a run without its final checkpoint is listed, not dropped silently."""
+    from monitor_jax.studies.results import report
+
+    sources = [[{"task": "chem_harm"}], [{"task": "cyber_harm"}], [{"task": "sentiment"}]]
+    runs = sweeps.expand({"data.classification": sources}, names={"data.classification": ["chem", "cyber", "sent"]})
+    record = dict(config="x.py", flags={}, grid=[["data.classification", sources, ["chem", "cyber", "sent"]]],
+                  seeds=[], runs=[])
+    for k, r in enumerate(runs):
+        workdir = tmp_path / "runs" / r.name
+        record["runs"].append(dict(name=r.name, overrides=r.overrides, workdir=str(workdir), steps=4, command=""))
+        if k == 2:
+            continue                                        # never finished
+        (workdir / "checkpoints" / "4").mkdir(parents=True)
+        (workdir / "eval" / "4").mkdir(parents=True)
+        metric = lambda v: dict(value=v, low=v - 0.05, high=v + 0.05)  # noqa: E731
+        tasks = [dict(name=name, domain=name, heldout=name != r.name.split("-")[-1], n=100,
+                      metrics=dict(auroc=metric(0.6 + 0.1 * k + 0.01 * j), tpr_at_1pct_fpr=metric(0.1),
+                                   accuracy=metric(0.55)))
+                 for j, name in enumerate(("chem", "cyber"))]
+        (workdir / "eval" / "4" / "report.json").write_text(json.dumps(dict(tasks=tasks)))
+    (tmp_path / "sweep.json").write_text(json.dumps(record))
+    out, rows, notes = report(tmp_path)
+    assert [(r["data.classification"], r["eval_set"], round(r["auroc"], 2)) for r in rows] == [
+        ("chem", "chem", 0.6), ("chem", "cyber", 0.61), ("cyber", "chem", 0.7), ("cyber", "cyber", 0.71)]
+    assert notes == ["run classification-sent is not finished (no checkpoint at step 4)"]
+    assert "run classification-sent is not finished" in (out / "results.md").read_text()
+    assert (out / "heatmap.png").read_bytes().startswith(b"\x89PNG")
+    assert not list(out.glob("auroc_vs_*.png"))            # no numeric grid key to plot against

@@ -57,7 +57,7 @@ def run(config, flags=None) -> int:
         except ConfigError as e:
             raise ConfigError(f"sweep run {r.name}: {e}") from None
         plans.append((r, c))
-    commands = [sweeps.command(sweep_dir / "runs" / r.name, sweeps.PYTHON) for r, _ in plans]
+    commands = [sweeps.command(sweep_dir / "runs" / r.name, s.python or sweeps.PYTHON) for r, _ in plans]
     for (r, c), cmd in zip(plans, commands):
         (sweep_dir / "runs" / r.name).mkdir(parents=True, exist_ok=True)
         _write(sweep_dir / "runs" / r.name / "config.py", sweeps.run_config_file(config_path, r, c.workdir, cli))
