@@ -6,6 +6,7 @@ The config is locked, so a misspelt key is an error, not a silent default.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -338,18 +339,10 @@ def set_key(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
         if i < len(parents):
             node = node[part]
     try:
-        with node.ignore_type() if isinstance(value, (list, tuple, dict)) else _nothing():
+        with node.ignore_type() if isinstance(value, (list, tuple, dict)) else contextlib.nullcontext():
             node[last] = value
     except (TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"{key}={value!r}: {e}") from None
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def sweep_grid(c: ml_collections.ConfigDict) -> tuple[dict[str, list], dict[str, list[str]]]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from monitor_jax import assemble
 from monitor_jax.commands import train as train_command
 from monitor_jax.commands.streaming import RowWriter
-from monitor_jax.config import eval_names, validate, validate_elicit
+from monitor_jax.config import eval_names, set_key, validate, validate_elicit
 from monitor_jax.data.pipeline import open_rows
 from monitor_jax.data.sources import describe
 from monitor_jax.data.tasks import TaskError
@@ -96,11 +96,7 @@ class Pipeline:
             self.tokenizer_dir = assemble.tokenizer(self.c)[1]
         s.model.tokenizer = self.tokenizer_dir
         for key, value in changes.items():
-            node = s
-            *parents, last = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[last] = value
+            set_key(s, key, value)
         return s
 
     def source_rows(self) -> tuple[list[dict], list[str]]:
@@ -197,11 +193,10 @@ class Pipeline:
         rows = []
         for i in kept:
             row = source[i]
-            try:
-                label = self.task.label_of(row, describe(source, i))
+            try:   # checked here, so a source without labels skips this run instead of failing in training
+                self.task.label_of(row, describe(source, i))
             except TaskError as e:
                 return self._skip(info, f"the source has no usable label for every kept row ({e})")
-            del label   # checked: the training run reads the same field
             rows.append(dict(row))
         path = self.dir / "supervised_labels.jsonl"
         with RowWriter(str(path)) as writer:
@@ -316,8 +311,7 @@ class Pipeline:
             say(f"elicit: running stage {name}")
             status = getattr(self, name)()
             if status not in (None, "finished"):
-                if jax.process_index() == 0:
-                    print(f"elicit: stage {name} {status}; run the same command again to continue")
+                say(f"elicit: stage {name} {status}; run the same command again to continue")
                 return EXIT_PREEMPTED if status == "preempted" else EXIT_OK
             self.stages.finish(name, self.fp(name))
         return EXIT_OK
