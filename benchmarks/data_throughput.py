@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,7 +41,7 @@ def main():
     B = c.train.batch_size
     t0 = time.perf_counter()
     for s in range(args.steps):
-        batch = data[s]
+        data[s]
     data_s = (time.perf_counter() - t0) / args.steps
 
     mesh = assemble.mesh(c)

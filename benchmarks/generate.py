@@ -55,7 +55,7 @@ def chat_prompts(path: str, n: int) -> list[list[int]]:
     from monitor_jax.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(path)
-    rows = [r for domain in ("chem_harm", "agent_danger", "sentiment") for r in demo.demo_rows(domain, "test", n=n)]
+    rows = [r for domain in ("chem_harm", "control_arena", "imdb") for r in demo.demo_rows(domain, "test", n=n)]
     return [tok.encode(tok.chat([{"role": "user", "content": f"Explain briefly whether this is harmful: {r['text']}"}],
                                 add_generation_prompt=True)) for r in rows[:n]]
 

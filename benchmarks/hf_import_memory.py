@@ -77,7 +77,7 @@ def main():
             rows.append((mode, r))
     gib = 2**30
     print(f"checkpoint on disk: {disk / gib:.3f} GiB (float32), largest tensor {largest / gib:.3f} GiB\n")
-    print(f"| placement | params held | peak RSS above baseline | peak / disk size | (peak - params) / largest tensor |")
+    print("| placement | params held | peak RSS above baseline | peak / disk size | (peak - params) / largest tensor |")
     print("| --- | --- | --- | --- | --- |")
     for mode, r in rows:
         extra = r["peak"] - r["base"]

@@ -25,7 +25,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor_jax.data import demo  # noqa: E402
+from monitor_jax.data import demo, research  # noqa: E402
 from monitor_jax.data.encode import ClassificationEncoder, pad  # noqa: E402
 from monitor_jax.data.pipeline import stack  # noqa: E402
 from monitor_jax.eval.scoring import Scorer  # noqa: E402
@@ -41,7 +41,7 @@ LR = 1e-4
 def examples_of(tok, domains, n, length):
     out = []
     for domain in domains:
-        enc = ClassificationEncoder(demo.TASKS[domain], tok, length)
+        enc = ClassificationEncoder(research.TASKS[domain], tok, length)
         out += [enc(r) for r in demo.demo_rows(domain, "test", n=n)]
     order = np.random.default_rng(0).permutation(len(out))
     return [out[i] for i in order]
@@ -182,15 +182,15 @@ def main():
         print(f"| {name} | {s:.2f} | {b * t / s:.0f} | {s / rows[0][1]:.2f}x |")
 
     buckets = tuple(int(x) for x in args.buckets.split(","))
-    score_rows = examples_of(tok, ("chem_harm", "agent_danger", "covert_reasoning", "sentiment"), args.rows // 4,
+    score_rows = examples_of(tok, ("chem_harm", "control_arena", "covert_reasoning", "imdb"), args.rows // 4,
                              max(buckets))
     s_ours, ours = ours_score(path, score_rows, b, buckets)
     s_full, full = torch_score(path, score_rows, b, False)
     s_last, last = torch_score(path, score_rows, b, True)
     lengths = np.array([len(e) for e in score_rows])
-    print(f"\n{len(score_rows)} demo prompts (chem_harm, agent_danger, covert_reasoning, sentiment), lengths "
-          f"{lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}), batch {b}; max |log-odds difference| vs "
-          f"transformers: full logits {np.abs(ours - full).max():.1e}, logits_to_keep {np.abs(ours - last).max():.1e}\n")
+    print(f"\n{len(score_rows)} demo prompts (chem_harm, control_arena, covert_reasoning, imdb), lengths "
+          f"{lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}), batch {b}; max |log-odds difference| "
+          f"vs transformers: full logits {np.abs(ours - full).max():.1e}, logits_to_keep {np.abs(ours - last).max():.1e}\n")
     print("| scorer | rows / s | vs ours |")
     print("| --- | --- | --- |")
     for name, s in ((f"monitor_jax, buckets {buckets}", s_ours),

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor_jax.data import demo  # noqa: E402
+from monitor_jax.data import demo, research  # noqa: E402
 from monitor_jax.data.encode import ClassificationEncoder  # noqa: E402
 from monitor_jax.model import load_hf  # noqa: E402
 from monitor_jax.model.gguf import SMOLLM2, resolve_model_path  # noqa: E402
@@ -45,7 +45,7 @@ def main():
         return hidden_BxTxD[jnp.arange(tokens_BxT.shape[0]), position_B]
 
     def features(domain, split, n):
-        enc = ClassificationEncoder(demo.TASKS[domain], tok, LENGTH)
+        enc = ClassificationEncoder(research.TASKS[domain], tok, LENGTH)
         examples = [enc(r) for r in demo.demo_rows(domain, split, n=n)]
         out = []
         for i in range(0, len(examples), BATCH):
@@ -57,7 +57,7 @@ def main():
             out.append(np.asarray(answer_hidden(tokens, segments, positions))[:len(chunk)])
         return np.concatenate(out), np.array([ex.label for ex in examples])
 
-    domains = ("chem_harm", "cyber_harm", "agent_danger", "covert_reasoning", "sentiment")
+    domains = ("chem_harm", "cyber_harm", "control_arena", "covert_reasoning", "imdb")
     data = {d: (features(d, "train", args.train), features(d, "test", args.test)) for d in domains}
     print(f"SmolLM2-135M-Instruct, frozen; logistic regression (C=0.1) on the answer-position hidden state; "
           f"{args.train} train rows per trained domain, {args.test} test rows per domain\n")

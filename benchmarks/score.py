@@ -5,8 +5,10 @@
 Rows are demo-suite prompts (chemistry and agent domains, mixed lengths) scored
 by the same random-init model (weights exported from monitor_jax and loaded by
 transformers). transformers pads every batch to its longest row and computes
-full [B, T, V] logits, reading the answer position; the scorer pads to a length
-bucket and unembeds the answer position only. Also: the fraction of computed
+full [B, T, V] logits, reading the answer position; the careful transformers
+user left-pads instead and passes `logits_to_keep=1` (one position unembedded
+per row, like us); the scorer pads to a length bucket and unembeds the answer
+position only. Also: the fraction of computed
 token positions that are real tokens, with and without bucketing.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--buckets", default="32,64,96,128,192,256")
+    ap.add_argument("--pack_max", type=int, default=16, help="prompts per packed row (the packed scorer's row)")
     ap.add_argument("--model_vocab", type=int, default=0, help="model vocabulary (default: the tokenizer's); "
                     "a real LLM's, e.g. 151936, shows the cost of full logits")
     args = ap.parse_args()
@@ -47,33 +50,40 @@ def main():
     buckets = tuple(int(b) for b in args.buckets.split(","))
     half = args.rows // 2
     examples = []
-    for domain in ("chem_harm", "agent_danger"):
+    for domain in ("chem_harm", "control_arena"):
         enc = ClassificationEncoder(tasks.get(domain), tok, max(buckets))
         examples += [enc(r) for r in demo.demo_rows(domain, "test", n=half)]
     order = np.random.default_rng(0).permutation(len(examples))
     examples = [examples[i] for i in order]
-    cfg = ModelConfig(family="qwen3", vocab_size=args.model_vocab or tok.vocab_size, embed_dim=256, num_layers=4, num_heads=4,
-                      num_kv_heads=2, head_dim=64, mlp_dim=1024, qk_norm=True, tie_embeddings=True)
+    cfg = ModelConfig(family="qwen3", vocab_size=args.model_vocab or tok.vocab_size, embed_dim=256, num_layers=4,
+                      num_heads=4, num_kv_heads=2, head_dim=64, mlp_dim=1024, qk_norm=True, tie_embeddings=True)
     mesh = make_mesh(data=1, devices=jax.devices()[:1])
     model = create_model(cfg, mesh=mesh)
     save_hf(model, tmp / "hf")
     params = nnx.state(model, nnx.Param)
 
-    def run_ours(bucket_list):
-        scorer = Scorer(nnx.graphdef(model), mesh, args.batch, bucket_list, tok.pad_id)
+    def run_ours(bucket_list, pack_max=0):
+        """(seconds, log-odds in input order, real tokens / computed positions) of the second pass."""
+        scorer = Scorer(nnx.graphdef(model), mesh, args.batch, bucket_list, tok.pad_id, pack_max=pack_max)
         with jax.set_mesh(mesh):
             scorer.score_all(params, examples)            # compile every bucket once
+            scorer.real_tokens = scorer.computed_positions = 0
             t0 = time.perf_counter()
             out = scorer.score_all(params, examples)
-        return time.perf_counter() - t0, np.array([s.log_odds for s in out])
+        return (time.perf_counter() - t0, np.array([s.log_odds for s in out]),
+                scorer.real_tokens / scorer.computed_positions)
 
-    s_bucketed, ours = run_ours(buckets)
-    s_single, _ = run_ours((max(buckets),))
+    s_bucketed, ours, f_bucketed = run_ours(buckets)
+    s_single, _, f_single = run_ours((max(buckets),))
+    s_packed, ours_packed, f_packed = run_ours(buckets, pack_max=args.pack_max)
+    assert np.abs(ours - ours_packed).max() < 1e-4, np.abs(ours - ours_packed).max()
 
     torch.set_num_threads(os.cpu_count())
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp / "hf"), dtype=torch.float32).eval()
 
-    def run_hf():
+    def run_hf(left: bool):
+        """Right padding + full logits read at each answer position, or `left` padding + logits_to_keep=1
+        (every row ends at its answer position; RoPE is relative, so the shift changes nothing)."""
         scores = []
         for i in range(0, len(examples), args.batch):
             chunk = examples[i:i + args.batch]
@@ -81,27 +91,30 @@ def main():
             ids = torch.full((len(chunk), t), tok.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for r, e in enumerate(chunk):
-                ids[r, :len(e)] = torch.tensor(e.tokens)
-                mask[r, :len(e)] = 1
+                span = slice(t - len(e), t) if left else slice(0, len(e))
+                ids[r, span] = torch.tensor(e.tokens)
+                mask[r, span] = 1
             with torch.no_grad():
-                logits = hf(input_ids=ids, attention_mask=mask).logits
+                if left:
+                    last = hf(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+                else:
+                    logits = hf(input_ids=ids, attention_mask=mask).logits
             for r, e in enumerate(chunk):
-                row = logits[r, e.label_position]
+                row = last[r] if left else logits[r, e.label_position]
                 scores.append(float(row[e.positive_id] - row[e.negative_id]))
         return np.array(scores)
 
-    run_hf()
-    t0 = time.perf_counter()
-    theirs = run_hf()
-    s_hf = time.perf_counter() - t0
-    assert np.abs(ours - theirs).max() < 1e-3, np.abs(ours - theirs).max()
+    timings = {}
+    for left in (False, True):
+        run_hf(left)
+        t0 = time.perf_counter()
+        theirs = run_hf(left)
+        timings[left] = time.perf_counter() - t0
+        assert np.abs(ours - theirs).max() < 1e-3, (left, np.abs(ours - theirs).max())
+    s_hf, s_peer = timings[False], timings[True]
 
     real = sum(len(e) for e in examples)
     lengths = np.array([len(e) for e in examples])
-    per_bucket = np.bincount(np.searchsorted(buckets, lengths), minlength=len(buckets))
-    bucketed = sum(int(np.ceil(n / args.batch)) * args.batch * b for n, b in zip(per_bucket, buckets))
-    n_batches = int(np.ceil(len(examples) / args.batch))
-    single = n_batches * args.batch * max(buckets)
     hf_pos = sum(max(lengths[i:i + args.batch]) * len(lengths[i:i + args.batch])
                  for i in range(0, len(lengths), args.batch))
     print(f"{len(examples)} demo prompts, lengths {lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}); "
@@ -109,9 +122,13 @@ def main():
           f"{os.cpu_count()} CPU cores. Max |log-odds difference| vs transformers: {np.abs(ours - theirs).max():.1e}\n")
     print("| scorer | rows / s | real tokens / computed positions |")
     print("| --- | --- | --- |")
-    print(f"| monitor_jax, buckets {buckets} | {len(examples) / s_bucketed:.0f} | {real / bucketed:.1%} |")
-    print(f"| monitor_jax, one bucket ({max(buckets)}) | {len(examples) / s_single:.0f} | {real / single:.1%} |")
+    print(f"| monitor_jax, buckets {buckets} | {len(examples) / s_bucketed:.0f} | {f_bucketed:.1%} |")
+    print(f"| monitor_jax, one bucket ({max(buckets)}) | {len(examples) / s_single:.0f} | {f_single:.1%} |")
+    print(f"| monitor_jax, packed (<= {args.pack_max} prompts per row of {max(buckets)}) | "
+          f"{len(examples) / s_packed:.0f} | {f_packed:.1%} |")
     print(f"| transformers + PyTorch, pad to batch max, full logits | {len(examples) / s_hf:.0f} | "
+          f"{real / hf_pos:.1%} |")
+    print(f"| transformers + PyTorch, left-pad to batch max, logits_to_keep=1 | {len(examples) / s_peer:.0f} | "
           f"{real / hf_pos:.1%} |")
     print("\n(computed positions include the padding rows of each bucket's last, partial batch)")
 

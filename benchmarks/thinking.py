@@ -17,7 +17,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor_jax.data import demo  # noqa: E402
+from monitor_jax.data import demo, research  # noqa: E402
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set  # noqa: E402
 from monitor_jax.eval.scoring import Scorer  # noqa: E402
 from monitor_jax.eval.thinking import ThinkingEncoder  # noqa: E402
@@ -41,7 +41,7 @@ def main():
     from flax import nnx
 
     graphdef, params = nnx.split(model)
-    task = demo.THINKING_TASKS["chem_harm_thinking"]
+    task = research.THINKING_TASKS["chem_harm_thinking"]
     rows = demo.demo_rows("chem_harm", "test", n=args.rows)
     print(f"jax {jax.__version__}, one CPU device, float32; SmolLM2-135M-Instruct; {args.rows} chem_harm rows, "
           f"batch {args.batch}, greedy\n")

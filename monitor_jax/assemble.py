@@ -44,7 +44,7 @@ from monitor_jax.train.step import LossConfig, TrainState, init_state, make_trai
 Config = ml_collections.ConfigDict
 # The task registry's extension point: modules that register tasks when imported. Configs name tasks from
 # these (and from any module their config file imports).
-TASK_LIBRARIES = ("monitor_jax.data.demo",)
+TASK_LIBRARIES = ("monitor_jax.data.research", "monitor_jax.data.demo")
 
 
 def register_tasks() -> None:
@@ -155,16 +155,17 @@ def train_data(c: Config, tok: Tokenizer) -> grain.MapDataset:
     length = c.data.max_length
     cls = []
     for k, item in enumerate(c.data.classification):
-        cls.append((open_rows(item["source"]), ClassificationEncoder(task(c, item["task"]), tok, length, task_id=k),
-                    float(item.get("weight", 1.0))))
+        enc = ClassificationEncoder(task(c, item["task"]), tok, length, task_id=k)
+        cls.append((open_rows(item["source"], c.data_root), enc, float(item.get("weight", 1.0))))
     instr = None
     if c.data.instruction:
         item = dict(c.data.instruction)
-        instr = (open_rows(item["source"]), InstructionEncoder(task(c, item["task"]), tok, length, task_id=len(cls)),
-                 bool(item.get("pack", False)))
+        enc = InstructionEncoder(task(c, item["task"]), tok, length, task_id=len(cls))
+        instr = (open_rows(item["source"], c.data_root), enc, bool(item.get("pack", False)))
     return train_batches(cls, instr, make_schedule(**dict(c.data.mixing)), batch_size=c.train.batch_size,
                          num_steps=c.train.steps, length=length, pad_id=tok.pad_id, seed=c.data.seed,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+                         process_index=jax.process_index(), process_count=jax.process_count(),
+                         pack_classification=c.data.pack_classification)
 
 
 def data_iterator(data: grain.MapDataset):
@@ -235,7 +236,8 @@ def params(c: Config, checkpoint: str = "") -> Loaded:
 # ------------------------------------------------------------------ evaluation
 def scorer(c: Config, graphdef: nnx.GraphDef, device_mesh: Mesh, rules, pad_id: int) -> Scorer:
     """Length-bucketed scorer, sharded by the model's own rules (as in training)."""
-    return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules)
+    return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules,
+                  pack_max=c.eval.pack_max)
 
 
 def sampler(c: Config, loaded: "Loaded") -> Sampler:
@@ -283,9 +285,9 @@ def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Me
                                  item["max_summary_tokens"])
         else:
             enc = ClassificationEncoder(t, tok, sc.max_length)
-        calibration = open_rows(item["calibration"]) if item.get("calibration") else None
-        sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), open_rows(item["source"]), enc,
-                                  c.eval.max_rows, calibration))
+        calibration = open_rows(item["calibration"], c.data_root) if item.get("calibration") else None
+        rows = open_rows(item["source"], c.data_root)
+        sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), rows, enc, c.eval.max_rows, calibration))
     writers = [s.writer for s in sets if s.writer]
     gen = _writing_sampler(c, graphdef, tok, device_mesh, model_cfg, writers) if writers else None
     return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Any
 
 import ml_collections
@@ -32,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     # {field} slots], ...], "positive", "negative", "label_field", "labels", ...}] or {"kind": "instruction", ...}.
     # Items anywhere in the config name them like registered tasks.
     c.tasks = []
+    # Where the research's data files are (docs/tasks.md): {"kind": "research", "domain", "split"} sources read
+    # DATA_ROOT/DOMAIN/SPLIT.jsonl; "" = the demo suite's synthetic rows of the same domains.
+    c.data_root = ""
     c.model = dict(
         hf_path="",             # a Hugging Face checkpoint directory to start from (or a .gguf file, or
                                 # package:NAME, the GGUF a pip package ships: converted once, cached), or
@@ -46,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
         classification=[],      # [{"task", "source": {...}, "weight"}]
         instruction={},         # {"task", "source": {...}, "pack": bool}; {} = none
         mixing={"kind": "constant", "value": 1.0},   # r(step): data.mixing.make_schedule arguments
+        # K > 0: pack up to K classification examples of a task into each row (one label slot each); r then
+        # shares sequence rows (the token budget), not examples. 0 = one example per row, padded.
+        pack_classification=0,
         seed=0)
     c.loss = dict(normalization="per_source", two_token=False, chunk_size=256, grad_accum=1,
                   cls_weight={"kind": "constant", "value": 1.0}, sft_weight={"kind": "constant", "value": 1.0})
@@ -55,7 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
                    best_metric="", best_mode="max",   # e.g. eval/mean_heldout_auroc
                    run_steps=0,        # stop this process after this many steps (0 = run to the end)
                    export_hf="")       # write a Hugging Face checkpoint here at the end
-    c.eval = dict(tasks=[], every=0, batch_size=32, buckets=(128, 256, 512), bootstrap=1000, max_rows=0)
+    c.eval = dict(tasks=[], every=0, batch_size=32, buckets=(128, 256, 512), bootstrap=1000, max_rows=0,
+                  pack_max=0)          # > 0: up to that many prompts packed into each row of the largest bucket
     # The sampler (monitor_jax/generate): prompt buckets up to max_prompt_length; cache = bucket + max_new_tokens.
     c.generate = dict(batch_size=8, max_prompt_length=512, max_new_tokens=256, buckets=(128, 256, 512),
                       temperature=0.0, top_k=0, top_p=1.0, seed=0)   # temperature 0 = greedy
@@ -94,6 +102,7 @@ RANGES = {
     "train.steps": (1, None), "train.batch_size": (1, None), "train.log_every": (1, None),
     "train.checkpoint_every": (1, None), "train.keep": (1, None), "train.run_steps": (0, None),
     "eval.every": (0, None), "eval.batch_size": (1, None), "eval.bootstrap": (0, None), "eval.max_rows": (0, None),
+    "eval.pack_max": (0, None), "data.pack_classification": (0, None),
     "generate.batch_size": (1, None), "generate.max_prompt_length": (1, None), "generate.max_new_tokens": (1, None),
     "generate.temperature": (0.0, None), "generate.top_k": (0, None), "generate.top_p": (1e-9, 1.0),
     "generate.seed": (0, None),
@@ -193,6 +202,45 @@ def _check_sources(c: ml_collections.ConfigDict) -> None:
                 raise ConfigError(f"data.instruction lacks {key!r} (has {sorted(c.data.instruction)})")
 
 
+def source_specs(c: ml_collections.ConfigDict, training: bool = True) -> list[tuple[str, Any]]:
+    """(config key, source spec) of every source the config names; training sources only when `training`."""
+    specs = []
+    if training:
+        specs += [(f"data.classification[{i}].source", item.get("source"))
+                  for i, item in enumerate(c.data.classification)]
+        if c.data.instruction:
+            specs.append(("data.instruction.source", c.data.instruction.get("source")))
+    for i, item in enumerate(c.eval.tasks):
+        specs += [(f"eval.tasks[{i}].{k}", item[k]) for k in ("source", "calibration") if item.get(k)]
+    if c.elicit.source:
+        specs.append(("elicit.source", c.elicit.source))
+    return [(key, spec) for key, spec in specs if spec]
+
+
+def _check_data_root(c: ml_collections.ConfigDict, training: bool) -> None:
+    """Every research source's file exists under data_root; a data_root no source reads is an error too."""
+    from monitor_jax.data import research
+
+    research_specs = [(k, s) for k, s in source_specs(c, training)
+                      if hasattr(s, "get") and s.get("kind") == "research"]
+    for key, spec in research_specs:
+        missing = [k for k in ("domain", "split") if k not in spec]
+        if missing:
+            raise ConfigError(f"{key}: a research source needs domain and split; {sorted(spec)} lacks {missing}")
+    if not c.data_root:
+        return
+    if not os.path.isdir(c.data_root):
+        raise ConfigError(f"data_root={c.data_root!r} is not a directory")
+    if not research_specs:
+        raise ConfigError(f"data_root={c.data_root!r} is set but no source reads it (no source has kind "
+                          f"'research'); remove it or use research sources")
+    for key, spec in research_specs:
+        path = research.data_file(c.data_root, spec["domain"], spec["split"])
+        if not os.path.isfile(path):
+            raise ConfigError(f"{key}: {path} does not exist (data_root={c.data_root!r}; the file layout is "
+                              f"DATA_ROOT/DOMAIN/SPLIT.jsonl, docs/tasks.md)")
+
+
 def _check_eval_items(c: ml_collections.ConfigDict) -> None:
     for i, item in enumerate(c.eval.tasks):
         for key in ("task", "source"):
@@ -281,6 +329,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, training: bool = Tr
     if not c.model.hf_path:
         model_config(c, vocab_size=1)   # the vocabulary comes from the tokenizer later; any size checks the rest
     _check_eval_items(c)
+    _check_data_root(c, training)
     if not training:
         return
     t = c.train
@@ -348,8 +397,8 @@ def set_key(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
 def sweep_grid(c: ml_collections.ConfigDict) -> tuple[dict[str, list], dict[str, list[str]]]:
     """`sweep.grid` as (key -> values, key -> display names); every key must exist in the config."""
     grid, names = {}, {}
-    if not c.sweep.grid:
-        raise ConfigError("sweep.grid is empty: give [(config key, [values]), ...]")
+    if not c.sweep.grid and not c.sweep.seeds:
+        raise ConfigError("sweep.grid and sweep.seeds are both empty: give [(config key, [values]), ...] or seeds")
     for i, item in enumerate(c.sweep.grid):
         if not (isinstance(item, (list, tuple)) and len(item) in (2, 3) and isinstance(item[0], str)
                 and isinstance(item[1], (list, tuple)) and item[1]):

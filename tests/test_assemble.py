@@ -75,21 +75,21 @@ def test_eval_sets_sharing_a_task_get_distinct_names_in_reports_and_metrics(tmp_
     rows = tmp_path / "mine.jsonl"
     rows.write_text("".join(json.dumps({"id": i, "text": f"the agent ran rm -rf {i}", "label": i % 2}) + "\n"
                             for i in range(8)))
-    items = [{"task": "agent_danger", "source": _demo("agent_danger", "test", 16), "heldout": True},
-             {"task": "agent_danger", "source": {"kind": "jsonl", "path": str(rows)}, "heldout": True},
-             {"task": "agent_danger", "source": _demo("agent_danger", "train", 16), "name": "agents_train"}]
+    items = [{"task": "control_arena", "source": _demo("control_arena", "test", 16), "heldout": True},
+             {"task": "control_arena", "source": {"kind": "jsonl", "path": str(rows)}, "heldout": True},
+             {"task": "control_arena", "source": _demo("control_arena", "train", 16), "name": "agents_train"}]
     c = small_config(tmp_path, demo_tokenizer, tasks=items)
     validate(c, 8, training=False)
     model, ev = build(c)
     result = ev.run(nnx.state(model, nnx.Param), step=0)
-    assert [t["name"] for t in result["tasks"]] == ["agent_danger", "agent_danger#2", "agents_train"]
+    assert [t["name"] for t in result["tasks"]] == ["control_arena", "control_arena#2", "agents_train"]
     assert [t["n"] for t in result["tasks"]] == [16, 8, 16]
-    assert {"eval/agent_danger/auroc", "eval/agent_danger#2/auroc", "eval/agents_train/auroc"} <= set(result["flat"])
+    assert {"eval/control_arena/auroc", "eval/control_arena#2/auroc", "eval/agents_train/auroc"} <= set(result["flat"])
     out = write_report(result, tmp_path / "report", title="t")
     report = json.loads((out / "report.json").read_text())
-    assert [t["name"] for t in report["tasks"]] == ["agent_danger", "agent_danger#2", "agents_train"]
+    assert [t["name"] for t in report["tasks"]] == ["control_arena", "control_arena#2", "agents_train"]
     md = (out / "report.md").read_text()
-    assert "| agent_danger | " in md and "| agent_danger#2 | " in md and "| agents_train | " in md
+    assert "| control_arena | " in md and "| control_arena#2 | " in md and "| agents_train | " in md
     c.eval.tasks = items + [dict(items[2])]
     with pytest.raises(ConfigError, match=r"the name\(s\) \['agents_train'\] are given to several items"):
         validate(c, 8, training=False)

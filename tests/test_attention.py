@@ -54,7 +54,7 @@ def test_flash_never_builds_the_score_matrix():
         return jnp.sum(flash_attention(q, k, v, info, scale=0.3, block=8) * weights)
 
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v))
-    assert f"f32[{B},{K},{G},{T},8]" in jaxpr                          # one block of scores
+    assert f"f32[{B},{K},{G},8,8]" in jaxpr                            # one block pair of scores
     assert f"{T},{T}]" not in jaxpr and f"{T},40]" not in jaxpr        # never all of them
     dense = str(jax.make_jaxpr(jax.grad(lambda q, k, v: jnp.sum(dense_attention(q, k, v, info, scale=0.3))))(q, k, v))
     assert f"f32[{B},{K},{G},{T},{T}]" in dense                        # the check can fail
@@ -71,3 +71,51 @@ def test_flash_model_matches_transformers(hf_dir, family):
 def test_unknown_kernel_is_an_error(hf_dir):
     with pytest.raises(ValueError, match="attention='splash'; choose dense or flash"):
         load_hf(hf_dir["llama"], attention="splash")
+
+
+@pytest.mark.parametrize("window", [None, 12])
+def test_block_table_skips_only_pairs_with_nothing_visible(window):
+    """Conservative (never skips a visible pair) and tight on packed rows whose sequences fill whole blocks."""
+    from monitor_jax.model.attention import block_table
+
+    t, block = 64, 8
+    segments = np.zeros((2, t), np.int32)
+    segments[0, :16], segments[0, 16:40], segments[0, 40:56] = 1, 2, 3   # three packed sequences, padding
+    segments[1, :48], segments[1, 48:] = 1, 2
+    segments = jnp.asarray(segments)
+    positions = positions_from_segments(segments)
+    order = jnp.broadcast_to(jnp.arange(t), (2, t))
+    info = MaskInfo(segments, segments, order, order, positions, positions)
+    table = np.asarray(block_table(info, block, window))
+    mask = np.asarray(info.block(0, t, window))                                  # [B, T, S] visibility
+    exact = mask.reshape(2, t // block, block, t // block, block).any(axis=(0, 2, 4))
+    assert (table | ~exact).all()                                               # every visible pair computed
+    if window is None:
+        np.testing.assert_array_equal(table, exact)                             # and nothing else
+    assert table.sum() < np.tril(np.ones_like(table)).sum() < table.size        # skips beyond the causal half
+
+
+def test_flash_on_packed_rows_equals_dense_with_gradients():
+    """Several blocks, packed sequences and padding, so whole block pairs are skipped in both passes."""
+    rng = np.random.default_rng(1)
+    t = 40
+    q, k, v = (jnp.asarray(rng.normal(size=shape), jnp.float32)
+               for shape in ((B, t, K, G, H), (B, t, K, H), (B, t, K, H)))
+    segments = np.zeros((B, t), np.int32)
+    segments[0, :9], segments[0, 9:25], segments[0, 25:33] = 1, 2, 3
+    segments[1, :17], segments[1, 17:] = 1, 2
+    segments = jnp.asarray(segments)
+    positions = positions_from_segments(segments)
+    order = jnp.broadcast_to(jnp.arange(t), (B, t))
+    info = MaskInfo(segments, segments, order, order, positions, positions)
+    weights = jnp.asarray(rng.normal(size=(B, t, K, G, H)), jnp.float32)
+
+    def loss(kernel, **extra):
+        return lambda q, k, v: jnp.sum(kernel(q, k, v, info, scale=0.3, **extra) * weights)
+
+    np.testing.assert_allclose(np.asarray(flash_attention(q, k, v, info, scale=0.3, block=8)),
+                               np.asarray(dense_attention(q, k, v, info, scale=0.3)), atol=2e-6)
+    g_dense = jax.grad(loss(dense_attention), argnums=(0, 1, 2))(q, k, v)
+    g_flash = jax.jit(jax.grad(loss(flash_attention, block=8), argnums=(0, 1, 2)))(q, k, v)
+    for name, a, b in zip("qkv", g_dense, g_flash):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, err_msg=f"d{name}")

@@ -36,10 +36,10 @@ def test_train_eval_score_export(tmp_path):
     for name in ("report.json", "report.md", "roc.png", "scores.jsonl"):
         assert (report_dir / name).stat().st_size > 0
     report = json.loads((report_dir / "report.json").read_text())
-    assert {t["task"] for t in report["tasks"]} >= {"cyber_harm_inverted", "agent_danger", "sentiment"}
+    assert {t["task"] for t in report["tasks"]} >= {"cyber_harm_inverted", "control_arena", "imdb"}
     auroc = report["tasks"][0]["metrics"]["auroc"]
     assert auroc["low"] <= auroc["value"] <= auroc["high"]
-    assert "| agent_danger |" in out
+    assert "| control_arena |" in out
 
     # eval of the untrained base model is the same command with no checkpoint to find.
     cli("eval", workdir=tmp_path / "fresh")

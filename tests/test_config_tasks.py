@@ -9,11 +9,11 @@ import pytest
 
 from monitor_jax import assemble
 from monitor_jax.config import inline_tasks, validate
-from monitor_jax.data import demo
+from monitor_jax.data import research
 from monitor_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CHEM = demo.TASKS["chem_harm"]
+CHEM = research.TASKS["chem_harm"]
 
 
 def _spec(**changes):
@@ -89,11 +89,11 @@ def test_names_must_be_new(tmp_path, demo_tokenizer):
 
 
 def test_an_instruction_task_and_a_thinking_task_from_config(tmp_path, demo_tokenizer):
-    thinking = demo.THINKING_TASKS["chem_harm_thinking"]
+    thinking = research.THINKING_TASKS["chem_harm_thinking"]
     c = _config(tmp_path, demo_tokenizer, {"name": "chat", "kind": "instruction", "messages_field": "messages"},
                 _spec(name="chem_think", messages=[list(m) for m in thinking.messages], positive=" Yes",
                       negative=" No", answer_marker="Answer:"))
     tasks = inline_tasks(c)
-    assert tasks["chat"] == demo.INSTRUCTION_TASK.__class__(name="chat")
+    assert tasks["chat"] == research.INSTRUCTION_TASK.__class__(name="chat")
     assert tasks["chem_think"].answer_marker == "Answer:"
     assemble.tokenizer(c)          # " Yes" / " No" are single tokens after the marker

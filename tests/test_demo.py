@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from monitor_jax.data import demo, tasks
+from monitor_jax.data import demo, research, tasks
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_sizes_balance_and_ids(rows):
         assert [r["id"] for r in split_rows] == [f"{domain}-{split}-{i}" for i in range(len(split_rows))]
         # Shuffled, not blocked: both labels show up among the first twenty rows.
         assert len({r["label"] for r in split_rows[:20]}) == 2
-    small = demo.demo_rows("sentiment", "test", n=10)
+    small = demo.demo_rows("imdb", "test", n=10)
     assert len(small) == 10 and sum(r["label"] for r in small) == 5
 
 
@@ -78,26 +78,26 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_tasks_are_registered_and_labels_are_single_tokens(rows, tokenizer):
-    assert set(demo.DOMAINS) < set(demo.TASKS)
-    for name, task in demo.TASKS.items():
+    assert set(demo.DOMAINS) < set(research.TASKS)
+    for name, task in research.TASKS.items():
         assert tasks.get(name) is task
         sample = rows[task.domain, "test"][:3] + [r for r in rows[task.domain, "test"] if r["label"] == 1][:1]
         ids = {task.label_ids(tokenizer, row) for row in sample}
         assert len(ids) == 1, (name, ids)
         positive, negative = ids.pop()
         assert tokenizer.decode([positive]) == task.positive and tokenizer.decode([negative]) == task.negative
-    assert tasks.get("demo_instruct") is demo.INSTRUCTION_TASK
+    assert tasks.get("instruct") is research.INSTRUCTION_TASK
 
 
 def test_prompt_variants_share_rows_and_the_inverted_one_flips_labels(rows):
     row = rows["cyber_harm", "test"][0]
-    base, inverted = demo.TASKS["cyber_harm"], demo.TASKS["cyber_harm_inverted"]
+    base, inverted = research.TASKS["cyber_harm"], research.TASKS["cyber_harm_inverted"]
     assert inverted.domain == base.domain and inverted.messages != base.messages
     assert inverted.label_of(row) == (not base.label_of(row))
-    paraphrased = demo.TASKS["agent_danger_paraphrased"]
-    agent_row = rows["agent_danger", "test"][0]
-    assert paraphrased.chat(agent_row) != demo.TASKS["agent_danger"].chat(agent_row)
-    assert paraphrased.label_of(agent_row) == demo.TASKS["agent_danger"].label_of(agent_row)
+    paraphrased = research.TASKS["control_arena_paraphrased"]
+    agent_row = rows["control_arena", "test"][0]
+    assert paraphrased.chat(agent_row) != research.TASKS["control_arena"].chat(agent_row)
+    assert paraphrased.label_of(agent_row) == research.TASKS["control_arena"].label_of(agent_row)
 
 
 @pytest.mark.parametrize("domain", demo.DOMAINS)
@@ -132,8 +132,8 @@ def test_instruction_rows_are_well_formed_and_correct():
         split_rows = demo.instruction_rows(split)
         assert len(split_rows) == demo.INSTRUCTION_SIZES[split]
         for i, row in enumerate(split_rows):
-            assert row["id"] == f"demo_instruct-{split}-{i}"
-            chat = demo.INSTRUCTION_TASK.chat(row)
+            assert row["id"] == f"instruct-{split}-{i}"
+            chat = research.INSTRUCTION_TASK.chat(row)
             assert [m["role"] for m in chat] == ["user", "assistant"]
             assert chat[1]["content"] == _expected_answer(chat[0]["content"])
     answers = [r["messages"][1]["content"] for r in demo.instruction_rows("train") if "Yes or No" in
@@ -147,5 +147,5 @@ def test_write_demo_jsonl(tmp_path, rows):
         for split in demo.SPLITS:
             lines = (out / domain / f"{split}.jsonl").read_text().splitlines()
             assert [json.loads(line) for line in lines] == rows[domain, split]
-    written = [json.loads(line) for line in (out / "demo_instruct" / "test.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (out / "instruct" / "test.jsonl").read_text().splitlines()]
     assert written == demo.instruction_rows("test")

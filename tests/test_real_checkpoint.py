@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from monitor_jax.data import demo
+from monitor_jax.data import demo, research
 from monitor_jax.data.encode import ClassificationEncoder, pad
 from monitor_jax.data.pipeline import stack
 from monitor_jax.eval.scoring import Scorer
@@ -89,9 +89,9 @@ def test_sharded_equals_single_device(smollm2_dir, tok, model):
 def test_scorer_log_odds_equal_transformers_at_the_answer_position(model, tok, reference):
     """Demo rows under the demo prompts, bucketed and batched by the scorer, against one torch forward each."""
     examples = []
-    for name in ("chem_harm", "agent_danger", "cyber_harm_inverted"):
-        enc = ClassificationEncoder(demo.TASKS[name], tok, 160)
-        examples += demo_examples(enc, demo.TASKS[name].domain, 6)
+    for name in ("chem_harm", "control_arena", "cyber_harm_inverted"):
+        enc = ClassificationEncoder(research.TASKS[name], tok, 160)
+        examples += demo_examples(enc, research.TASKS[name].domain, 6)
     mesh = make_mesh(data=1, devices=jax.devices()[:1])
     scorer = Scorer(nnx.graphdef(model), mesh, batch_size=4, buckets=(96, 160), pad_id=tok.pad_id)
     with jax.set_mesh(mesh):
@@ -128,7 +128,7 @@ def test_classification_steps_lower_the_loss_on_the_rows_trained_on(smollm2_dir,
     # too much beside a second pytest worker. The 2x2x2 mesh is exercised by the forward test above.
     mesh = make_mesh(data=1, fsdp=2, tensor=1, devices=jax.devices()[:2])
     model, cfg = load_hf(smollm2_dir, mesh=mesh)
-    enc = ClassificationEncoder(demo.TASKS["chem_harm"], tok, 112)
+    enc = ClassificationEncoder(research.TASKS["chem_harm"], tok, 112)
     rows = demo.demo_rows("chem_harm", "train", n=8)
     batch = stack([pad(enc(r), 112, tok.pad_id) for r in rows])
     # Adam moves every weight by about lr a step: at 1e-4 the second step on the same 8 rows overshoots.
@@ -169,8 +169,8 @@ def test_real_demo_config_trains_and_reports(tmp_path, smollm2_dir):
     before = json.loads((work / "eval" / "0" / "report.json").read_text())
     after = json.loads((work / "eval" / "2" / "report.json").read_text())
     names = [t["name"] for t in after["tasks"]]
-    assert names == ["chem_harm", "cyber_harm", "cyber_harm_inverted", "agent_danger", "covert_reasoning",
-                     "sentiment"]
+    assert names == ["chem_harm", "cyber_harm", "cyber_harm_inverted", "control_arena", "covert_reasoning",
+                     "imdb"]
     # The report carries the label mass of the real model's own labels, before and after.
     assert all(0 < t["label_mass"] <= 1 for t in before["tasks"] + after["tasks"])
-    assert "| agent_danger | agent_danger | yes |" in out.stdout
+    assert "| control_arena | control_arena | yes |" in out.stdout

@@ -250,7 +250,7 @@ def test_every_evaluation_inside_train_writes_the_report_eval_writes(trained):
 def test_eval_and_score_show_progress(capsys, tmp_path, trained):
     """Before: a long evaluation ran in silence."""
     _, _, err = cli(capsys, "eval", workdir=trained)
-    # 6 sets of 32 rows and agent_danger's 100 calibration rows
+    # 6 sets of 32 rows and control_arena's 100 calibration rows
     assert re.search(r"eval \(step 6\): +\d+%\|.*\| \d+/292 \[.*row/s\]", err), err[-2000:]
     rows = _rows(tmp_path / "rows.jsonl", [{"text": f"how do I label a flask {i}"} for i in range(5)])
     _, _, err = cli(capsys, "score", "--task=chem_harm", f"--input={rows}", f"--output={tmp_path / 's.jsonl'}",

@@ -76,3 +76,56 @@ def test_prompt_longer_than_every_bucket_is_an_error(model, examples, small_toke
     scorer = Scorer(nnx.graphdef(model), mesh, batch_size=8, buckets=(8,), pad_id=small_tokenizer.pad_id)
     with pytest.raises(ValueError, match="longer than the largest bucket 8"):
         list(scorer.score(nnx.state(model, nnx.Param), examples))
+
+
+@pytest.mark.parametrize("pack_max", [1, 3, 16])
+def test_packed_scoring_equals_unpacked_in_input_order(model, examples, small_tokenizer, pack_max):
+    """Several prompts per row (segment ids keep them apart): the same scores, every row once, input order."""
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    model = create_model(tiny_config(small_tokenizer.vocab_size), mesh=mesh, seed=4)
+    params = nnx.state(model, nnx.Param)
+    unpacked = Scorer(nnx.graphdef(model), mesh, batch_size=8, buckets=(32, 96), pad_id=small_tokenizer.pad_id)
+    packed = Scorer(nnx.graphdef(model), mesh, batch_size=8, buckets=(32, 96), pad_id=small_tokenizer.pad_id,
+                    pack_max=pack_max)
+    with jax.set_mesh(mesh):
+        ref = unpacked.score_all(params, examples)
+        got = packed.score_all(params, examples)
+        streamed = list(packed.score(params, examples))
+    assert [s.index for s in got] == list(range(len(examples)))
+    assert sorted(s.index for s in streamed) == list(range(len(examples)))
+    for field in ("log_odds", "p_positive", "p_positive_vocab", "p_negative_vocab"):
+        np.testing.assert_allclose([getattr(s, field) for s in got], [getattr(s, field) for s in ref],
+                                   atol=1e-5, rtol=1e-5, err_msg=field)
+    assert packed.compilations() == 1                       # one shape: batch x the largest bucket
+    if pack_max > 1:   # the packed batches hold more real tokens per computed position
+        assert packed.real_tokens / packed.computed_positions > unpacked.real_tokens / unpacked.computed_positions
+
+
+def test_a_perturbation_in_one_packed_prompt_leaves_the_others_unchanged(model, examples, small_tokenizer):
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    scorer = Scorer(nnx.graphdef(model), mesh, batch_size=2, buckets=(96,), pad_id=small_tokenizer.pad_id,
+                    pack_max=8)
+    short = [ex for ex in examples if len(ex) < 40][:4]
+    changed = list(short)
+    tokens = short[0].tokens.copy()
+    tokens[1:-1] = (tokens[1:-1] + 1) % small_tokenizer.vocab_size
+    changed[0] = type(short[0])(**{**short[0].__dict__, "tokens": tokens})
+    rows = [row for batch in scorer._packed_batches(short) for row in batch]
+    assert len(next(row for row in rows if any(i == 0 for i, _ in row))) > 1   # prompt 0 shares its row
+    params = nnx.state(model, nnx.Param)
+    with jax.set_mesh(mesh):
+        before = scorer.score_all(params, short)
+        after = scorer.score_all(params, changed)
+    assert before[0].log_odds != after[0].log_odds
+    assert [s.log_odds for s in before[1:]] == [s.log_odds for s in after[1:]]     # bitwise
+
+
+def test_first_fit_decreasing_respects_capacity_and_item_count():
+    from monitor_jax.data.pipeline import first_fit_decreasing
+
+    lengths = list(np.random.default_rng(1).integers(1, 60, size=200))
+    bins = first_fit_decreasing(lengths, 100, 4)
+    assert sorted(i for b in bins for i in b) == list(range(200))
+    assert all(sum(lengths[i] for i in b) <= 100 and len(b) <= 4 for b in bins)
+    with pytest.raises(ValueError, match="an item of 101 does not fit a bin of 100"):
+        first_fit_decreasing([101], 100, 4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from monitor_jax.data import demo
+from monitor_jax.data import demo, research
 from monitor_jax.data.encode import ClassificationEncoder
 from monitor_jax.data.tasks import TaskError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
@@ -18,8 +18,8 @@ from monitor_jax.model.tokenizer import load_tokenizer
 from monitor_jax.parallel import make_mesh
 from tests.train_helpers import tiny_config
 
-SUMMARIZE = demo.SUMMARY_TASKS["agent_danger_summary"]
-JUDGE_TASK = demo.SUMMARY_TASKS["agent_summary_judge"]
+SUMMARIZE = research.SUMMARY_TASKS["control_arena_summary"]
+JUDGE_TASK = research.SUMMARY_TASKS["control_arena_summary_judge"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_the_judge_prompt_may_use_the_summary_only(setup):
 
 def test_judge_scores_the_summaries_and_they_join_back_to_their_rows(setup):
     tok, mesh, monitor, judge_model, judge = setup
-    rows = demo.demo_rows("agent_danger", "test", n=6)
+    rows = demo.demo_rows("control_arena", "test", n=6)
     enc = SummaryEncoder(SUMMARIZE, tok, 128, JUDGE_TASK, judge, max_summary_tokens=12)
     graphdef, params = nnx.split(monitor)
     sampler = Sampler(graphdef, tok, mesh, cfg=monitor.cfg, batch_size=4, max_prompt_length=128, max_new_tokens=12)

@@ -136,6 +136,22 @@ def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_t
     validate(c, 8)
 
 
+def test_the_sweep_record_keeps_display_names_for_the_report(tmp_path, demo_tokenizer):
+    """A grid over lists of sources, named by domain: sweep.json carries the names the report labels with."""
+    from monitor_jax.studies.results import collect
+
+    config = REPO / "configs/paper/transfer_matrix.py"
+    cmd = [sys.executable, "-m", "monitor_jax.main", "sweep", f"--config={config}", f"--config.workdir={tmp_path}",
+           f"--config.model.tokenizer={demo_tokenizer}", "--config.sweep.executor=slurm", *SMALL]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    domains = list(runpy.run_path(str(config))["DOMAINS"])
+    assert [g[0] for g in record["grid"]] == ["data.classification"] and record["grid"][0][2] == domains
+    _, labels, notes = collect(tmp_path)
+    assert labels == {"data.classification": domains} and len(notes) == len(domains)   # none run yet
+
+
 def test_run_names_are_stable_and_distinct():
     runs = sweeps.expand({"data.mixing.value": [0.25, 1.0], "loss.cls_weight.value": [1.0]}, seeds=[3])
     assert [r.name for r in runs] == ["mixing-value-0.25_cls_weight-value-1_seed-3",
@@ -146,8 +162,16 @@ def test_run_names_are_stable_and_distinct():
     assert runs[1].overrides == {"data.classification": sources[1]}
 
 
+def test_a_sweep_of_seeds_alone_is_one_run_per_seed():
+    c = runpy.run_path(str(REPO / "configs/paper/prompt_change.py"))["get_config"]()
+    grid, names = sweep_grid(c)
+    runs = sweeps.expand(grid, list(c.sweep.seeds), names)
+    assert (grid, [r.name for r in runs]) == ({}, ["seed-0", "seed-1"])
+    assert runs[1].overrides == {"seed": 1, "data.seed": 1}
+
+
 @pytest.mark.parametrize("grid, message", [
-    ((), "sweep.grid is empty"),
+    ((), "sweep.grid and sweep.seeds are both empty"),
     ([("train.stepz", (1, 2))], "config key train.stepz does not exist"),
     ([("train.steps", ("a", "b"))], "train.steps='a'"),
     ([("train.steps", (1, 2), ("one",))], "sweep.grid[0]: the names ('one',) must be one non-empty string"),
@@ -155,18 +179,9 @@ def test_run_names_are_stable_and_distinct():
 ])
 def test_bad_grids_are_config_errors_naming_the_key(grid, message):
     c = runpy.run_path(str(CONFIG))["get_config"]()
-    c.sweep.grid = tuple(grid)
+    c.sweep.grid, c.sweep.seeds = tuple(grid), ()
     with pytest.raises(ConfigError, match=re.escape(message)):
         sweep_grid(c)
-
-
-def test_every_paper_config_builds_and_validates():
-    for path in sorted((REPO / "configs/paper").glob("*.py")):
-        c = runpy.run_path(str(path))["get_config"]()
-        training = not path.name.startswith("elicitation")
-        validate(c, 1, training=training)
-        if c.sweep.grid:
-            sweep_grid(c)
 
 
 def test_report_labels_categorical_values_and_lists_unfinished_runs(tmp_path):
@@ -174,7 +189,7 @@ def test_report_labels_categorical_values_and_lists_unfinished_runs(tmp_path):
     a run without its final checkpoint is listed, not dropped silently."""
     from monitor_jax.studies.results import report
 
-    sources = [[{"task": "chem_harm"}], [{"task": "cyber_harm"}], [{"task": "sentiment"}]]
+    sources = [[{"task": "chem_harm"}], [{"task": "cyber_harm"}], [{"task": "imdb"}]]
     runs = sweeps.expand({"data.classification": sources}, names={"data.classification": ["chem", "cyber", "sent"]})
     record = dict(config="x.py", flags={}, grid=[["data.classification", sources, ["chem", "cyber", "sent"]]],
                   seeds=[], runs=[])

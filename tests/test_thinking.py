@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from monitor_jax.data import demo
+from monitor_jax.data import demo, research
 from monitor_jax.data.tasks import TaskError
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set
 from monitor_jax.eval.report import write_report
@@ -18,7 +18,7 @@ from monitor_jax.model.tokenizer import load_tokenizer
 from monitor_jax.parallel import make_mesh
 from tests.train_helpers import tiny_config
 
-TASK = demo.THINKING_TASKS["chem_harm_thinking"]
+TASK = research.THINKING_TASKS["chem_harm_thinking"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_scored_example_is_prompt_then_own_reasoning_then_marker(tok):
 
 def test_a_task_without_marker_cannot_think(tok):
     with pytest.raises(TaskError, match="chem_harm has no answer_marker"):
-        ThinkingEncoder(demo.TASKS["chem_harm"], tok, max_length=256, max_thinking_tokens=32)
+        ThinkingEncoder(research.TASKS["chem_harm"], tok, max_length=256, max_thinking_tokens=32)
     with pytest.raises(TaskError, match="leaves no room for the prompt"):
         ThinkingEncoder(TASK, tok, max_length=64, max_thinking_tokens=64)
 
@@ -133,20 +133,20 @@ def test_thinking_demo_config_trains_and_reports(tmp_path):
                           "--config.eval.batch_size=8"],
                          cwd=repo, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| agent_danger_thinking | agent_danger | yes | 8 |" in out.stdout
+    assert "| control_arena_thinking | control_arena | yes | 8 |" in out.stdout
     report = json.loads((work / "eval" / "2" / "report.json").read_text())
     modes = {t["name"]: t["mode"] for t in report["tasks"]}
     assert modes["chem_harm"] == "single_token" and modes["chem_harm_thinking"] == "thinking"
     thinking = report["tasks"][1]["thinking"]
     assert thinking["reached_marker"] + thinking["cut_by_budget"] <= 8
     # The same run evaluates the agent domain by summarization, judged by the base model.
-    assert modes["agent_danger_summary"] == "summarize" and report["tasks"][6]["judge"] == "base model (random init)"
+    assert modes["control_arena_summary"] == "summarize" and report["tasks"][6]["judge"] == "base model (random init)"
     assert "Summarization (the monitor summarizes" in (work / "eval" / "2" / "report.md").read_text()
     assert (work / "eval" / "2" / "roc_by_domain.png").stat().st_size > 0
     rows = [json.loads(line) for line in (work / "eval" / "2" / "scores.jsonl").read_text().splitlines()]
     assert sum("summary" in r for r in rows) == 8
     metrics = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    assert any("eval/sentiment_thinking/mean_reasoning_tokens" in m for m in metrics)
+    assert any("eval/imdb_thinking/mean_reasoning_tokens" in m for m in metrics)
 
 
 def test_real_checkpoint_thinks_like_transformers(smollm2_dir):

@@ -165,7 +165,7 @@ def test_demo_config_runs_end_to_end(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finished at step 20" in out.stdout
-    for task in ("chem_harm", "cyber_harm_inverted", "agent_danger", "covert_reasoning", "sentiment"):
+    for task in ("chem_harm", "cyber_harm_inverted", "control_arena", "covert_reasoning", "imdb"):
         assert f"| {task} |" in out.stdout
     assert (tmp_path / "demo" / "checkpoints" / "20").is_dir()
     assert any((tmp_path / "demo" / "tensorboard").iterdir())

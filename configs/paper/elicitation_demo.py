@@ -22,15 +22,15 @@ def elicitation(c, demo, rows, thinking_tokens, eval_rows, steps):
     c.data.classification = []          # elicit trains elicit.task on the pseudo-labels
     c.data.instruction = {}
     c.data.mixing = {"kind": "constant", "value": 1.0}
-    c.elicit.source = demo("agent_danger", "train", rows)
-    c.elicit.thinking_task = "agent_danger_thinking"
-    c.elicit.task = "agent_danger"
+    c.elicit.source = demo("control_arena", "train", rows)
+    c.elicit.thinking_task = "control_arena_thinking"
+    c.elicit.task = "control_arena"
     c.elicit.max_thinking_tokens = thinking_tokens
     c.train.steps = c.train.checkpoint_every = steps
     c.train.best_metric = ""
     c.eval.every = 0
     items = []
-    for domain, heldout in (("agent_danger", False), ("chem_harm", True), ("sentiment", True)):
+    for domain, heldout in (("control_arena", False), ("chem_harm", True), ("imdb", True)):
         items.append({"task": domain, "source": demo(domain, "test", eval_rows), "heldout": heldout})
         items.append({"task": f"{domain}_thinking", "source": demo(domain, "test", eval_rows), "heldout": heldout,
                       "mode": "thinking", "max_thinking_tokens": thinking_tokens})
@@ -42,4 +42,4 @@ def get_config():
     c = _demo_config["get_config"]()
     c.workdir = "runs/elicitation_demo"
     c.eval.buckets = (64, 128, 256)
-    return elicitation(c, _demo_config["_demo"], rows=192, thinking_tokens=24, eval_rows=64, steps=60)
+    return elicitation(c, _demo_config["research"], rows=192, thinking_tokens=24, eval_rows=64, steps=60)

@@ -22,4 +22,4 @@ def get_config():
     c = _real["get_config"]()
     c.workdir = "runs/elicitation_real"
     c.eval.buckets = (80, 112, 144, 256)
-    return _elicitation(c, _real["_demo"], rows=256, thinking_tokens=64, eval_rows=128, steps=48)
+    return _elicitation(c, _real["research"], rows=256, thinking_tokens=64, eval_rows=128, steps=48)

@@ -19,20 +19,20 @@ _demo_config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "demo.py
 
 def get_config():
     c = _demo_config["get_config"]()
-    demo = _demo_config["_demo"]
+    demo = _demo_config["research"]
     c.workdir = "runs/thinking_demo"
     c.train.steps = 150
     c.train.checkpoint_every = 150
     c.train.best_metric = ""
     c.eval.every = 150
     items = []
-    for domain, heldout in (("chem_harm", False), ("agent_danger", True), ("sentiment", True)):
+    for domain, heldout in (("chem_harm", False), ("control_arena", True), ("imdb", True)):
         items.append({"task": domain, "source": demo(domain, "test", 64), "heldout": heldout})
         items.append({"task": f"{domain}_thinking", "source": demo(domain, "test", 64), "heldout": heldout,
                       "mode": "thinking", "max_thinking_tokens": 32})
     # Summarization transfer: the monitor summarizes each agent transcript; the base model judges the summary.
-    items.append({"task": "agent_danger_summary", "source": demo("agent_danger", "test", 64), "heldout": True,
-                  "mode": "summarize", "max_summary_tokens": 32, "judge_task": "agent_summary_judge",
+    items.append({"task": "control_arena_summary", "source": demo("control_arena", "test", 64), "heldout": True,
+                  "mode": "summarize", "max_summary_tokens": 32, "judge_task": "control_arena_summary_judge",
                   "judge": "base"})
     c.eval.tasks = items
     c.eval.buckets = (64, 128, 256)

@@ -17,16 +17,16 @@ _real = runpy.run_path(str(Path(__file__).resolve().parents[1] / "demo_real.py")
 
 def get_config():
     c = _real["get_config"]()
-    demo = _real["_demo"]
+    demo = _real["research"]
     c.workdir = "runs/thinking_real"
     n = 128
     items = []
-    for domain, heldout in (("chem_harm", False), ("agent_danger", True), ("sentiment", True)):
+    for domain, heldout in (("chem_harm", False), ("control_arena", True), ("imdb", True)):
         items.append({"task": domain, "source": demo(domain, "test", n), "heldout": heldout})
         items.append({"task": f"{domain}_thinking", "source": demo(domain, "test", n), "heldout": heldout,
                       "mode": "thinking", "max_thinking_tokens": 96})
-    items.append({"task": "agent_danger_summary", "source": demo("agent_danger", "test", n), "heldout": True,
-                  "mode": "summarize", "max_summary_tokens": 96, "judge_task": "agent_summary_judge",
+    items.append({"task": "control_arena_summary", "source": demo("control_arena", "test", n), "heldout": True,
+                  "mode": "summarize", "max_summary_tokens": 96, "judge_task": "control_arena_summary_judge",
                   "judge": "base"})
     c.eval.tasks = items
     c.eval.buckets = (80, 112, 144, 256)

@@ -10,12 +10,12 @@ import runpy
 from pathlib import Path
 
 _demo_config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "demo.py"))
-DOMAINS = ("chem_harm", "cyber_harm", "agent_danger", "covert_reasoning", "sentiment")
+DOMAINS = ("chem_harm", "cyber_harm", "control_arena", "covert_reasoning", "imdb")
 
 
 def get_config():
     c = _demo_config["get_config"]()
-    demo = _demo_config["_demo"]
+    demo = _demo_config["research"]
     c.workdir = "runs/transfer_matrix"
     c.train.best_metric = ""
     c.sweep.grid = (("data.classification",

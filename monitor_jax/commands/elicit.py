@@ -102,7 +102,7 @@ class Pipeline:
     def source_rows(self) -> tuple[list[dict], list[str]]:
         """elicit.source's rows with the label fields of both tasks removed, and where each comes from."""
         try:
-            source = open_rows(self.e.source)
+            source = open_rows(self.e.source, self.c.data_root)
         except DataError as e:
             raise DataError(f"elicit.source: {e}") from None
         n = len(source) if not self.e.max_rows else min(len(source), self.e.max_rows)
@@ -188,7 +188,7 @@ class Pipeline:
         info = self.dir / "supervised.json"
         if not self.e.supervised:
             return self._skip(info, "elicit.supervised is off")
-        source = open_rows(self.e.source)
+        source = open_rows(self.e.source, self.c.data_root)
         kept = self.kept()
         rows = []
         for i in kept:
@@ -269,7 +269,7 @@ class Pipeline:
     def _label_check(self) -> dict:
         """Pseudo-label accuracy and the thinking log-odds' AUROC against the source's labels, when every row has
         one (the source is read again here: the stages before never saw these labels)."""
-        source, preds = open_rows(self.e.source), self.predictions()
+        source, preds = open_rows(self.e.source, self.c.data_root), self.predictions()
         try:
             truth = np.array([int(self.task.label_of(source[p["index"]], describe(source, p["index"])))
                               for p in preds])

@@ -62,7 +62,8 @@ def run(config, flags=None) -> int:
         (sweep_dir / "runs" / r.name).mkdir(parents=True, exist_ok=True)
         _write(sweep_dir / "runs" / r.name / "config.py", sweeps.run_config_file(config_path, r, c.workdir, cli))
     lines = [shlex.join(cmd) for cmd in commands]
-    record = dict(config=str(Path(config_path).resolve()), flags=cli, grid=[[k, v] for k, v in grid.items()],
+    grid_record = [[k, v, names[k]] if k in names else [k, v] for k, v in grid.items()]   # names label the report
+    record = dict(config=str(Path(config_path).resolve()), flags=cli, grid=grid_record,
                   seeds=list(s.seeds), runs=[dict(name=r.name, overrides=r.overrides, workdir=c.workdir,
                                                   steps=c.train.steps, command=line)
                                              for (r, c), line in zip(plans, lines)])

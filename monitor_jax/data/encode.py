@@ -156,51 +156,65 @@ class InstructionEncoder:
 # ------------------------------------------------------------------ fixed shapes
 EXAMPLE_FIELDS = ("tokens", "targets", "weights", "segment_ids", "positions", "label_position", "label",
                   "positive_id", "negative_id", "task_id", "kind", "truncated")
+# Per-example fields: one value per row, or `slots` values per row when classification rows are packed.
+LABEL_FIELDS = ("label_position", "label", "positive_id", "negative_id")
 
 
-def pad(example: Encoded, length: int, pad_id: int) -> dict[str, np.ndarray]:
-    """A fixed-length row: right padding with segment id 0 and weight 0."""
-    n = len(example)
-    if n > length:
-        raise ValueError(f"example of {n} tokens does not fit length {length}")
-    row = _empty_row(length, pad_id)
-    row["tokens"][:n], row["targets"][:n], row["weights"][:n] = example.tokens, example.targets, example.weights
-    row["segment_ids"][:n] = 1
-    row["positions"][:n] = np.arange(n)
-    row.update(label_position=np.int32(example.label_position), label=np.int32(example.label),
-               positive_id=np.int32(example.positive_id), negative_id=np.int32(example.negative_id),
-               task_id=np.int32(example.task_id), kind=np.int32(example.kind),
-               truncated=np.int32(example.truncated))
-    return row
-
-
-def pack(examples: Sequence[Encoded], length: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Instruction examples back to back in one row: segment ids 1..k, positions restart.
-
-    Each segment's last target is its own shifted pad (weight 0), so no token is
-    ever trained to predict the next segment's first token.
-    """
-    row = _empty_row(length, pad_id)
-    at = 0
-    for k, ex in enumerate(examples, start=1):
-        n = len(ex)
-        if ex.kind != INSTRUCTION:
-            raise ValueError("only instruction examples are packed; classification rows keep one label each")
-        if at + n > length:
-            raise ValueError(f"packed examples need {at + n} tokens > length {length}")
-        row["tokens"][at:at + n], row["targets"][at:at + n] = ex.tokens, ex.targets
-        row["weights"][at:at + n] = ex.weights
-        row["segment_ids"][at:at + n] = k
-        row["positions"][at:at + n] = np.arange(n)
-        at += n
-    row.update(task_id=np.int32(examples[0].task_id), kind=np.int32(INSTRUCTION),
-               truncated=np.int32(sum(ex.truncated for ex in examples)))
-    return row
-
-
-def _empty_row(length: int, pad_id: int) -> dict[str, np.ndarray]:
+def _empty_row(length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray]:
+    per_example = (lambda v: np.full(slots, v, np.int32)) if slots else np.int32  # noqa: E731
     return dict(tokens=np.full(length, pad_id, np.int32), targets=np.full(length, pad_id, np.int32),
                 weights=np.zeros(length, np.float32), segment_ids=np.zeros(length, np.int32),
-                positions=np.zeros(length, np.int32), label_position=np.int32(-1), label=np.int32(-1),
-                positive_id=np.int32(0), negative_id=np.int32(0), task_id=np.int32(0),
+                positions=np.zeros(length, np.int32), label_position=per_example(-1), label=per_example(-1),
+                positive_id=per_example(0), negative_id=per_example(0), task_id=np.int32(0),
                 kind=np.int32(INSTRUCTION), truncated=np.int32(0))
+
+
+def pad(example: Encoded, length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray]:
+    """A fixed-length row: right padding with segment id 0 and weight 0. `slots` > 0: the per-example fields
+    are [slots] arrays (the batch layout of a run with packed classification rows), this example in slot 0."""
+    return pack([example], length, pad_id, slots) if slots else _pack([example], length, pad_id, 0)
+
+
+def pack(examples: Sequence[Encoded], length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray]:
+    """Examples of one kind back to back in one row: segment ids 1..k, positions restart.
+
+    Instruction rows: each segment's last target is its own shifted pad (weight 0), so no token is ever
+    trained to predict the next segment's first token. Classification rows (`slots` >= k, one task): each
+    example keeps its own label position (offset into the row) and label in its slot; empty slots have label
+    -1 and are masked out of the loss.
+    """
+    kinds = {ex.kind for ex in examples}
+    if len(kinds) != 1:
+        raise ValueError("a packed row holds examples of one kind")
+    if CLASSIFICATION in kinds:
+        if len(examples) > slots:
+            raise ValueError(f"{len(examples)} classification examples do not fit {slots} label slots")
+        if len({ex.task_id for ex in examples}) != 1:
+            raise ValueError("a packed classification row holds examples of one task")
+    return _pack(examples, length, pad_id, slots)
+
+
+def _pack(examples: Sequence[Encoded], length: int, pad_id: int, slots: int) -> dict[str, np.ndarray]:
+    row = _empty_row(length, pad_id, slots)
+    at = 0
+    for k, ex in enumerate(examples):
+        n = len(ex)
+        if at + n > length:
+            raise ValueError(f"packed examples need {at + n} tokens > length {length}"
+                             if len(examples) > 1 else f"example of {n} tokens does not fit length {length}")
+        row["tokens"][at:at + n], row["targets"][at:at + n] = ex.tokens, ex.targets
+        row["weights"][at:at + n] = ex.weights
+        row["segment_ids"][at:at + n] = k + 1
+        row["positions"][at:at + n] = np.arange(n)
+        if ex.kind == CLASSIFICATION:
+            values = dict(label_position=at + ex.label_position, label=ex.label, positive_id=ex.positive_id,
+                          negative_id=ex.negative_id)
+            for field, value in values.items():
+                if slots:
+                    row[field][k] = value
+                else:
+                    row[field] = np.int32(value)
+        at += n
+    row.update(task_id=np.int32(examples[0].task_id), kind=np.int32(examples[0].kind),
+               truncated=np.int32(sum(ex.truncated for ex in examples)))
+    return row

@@ -48,23 +48,26 @@ def shuffled_indices(n: int, seed: int) -> grain.MapDataset:
 
 
 def encoded_stream(source, encoder: Callable[[Mapping, str], Encoded], length: int, pad_id: int,
-                   seed: int) -> grain.MapDataset:
-    """Infinite stream of padded examples of one source."""
+                   seed: int, slots: int = 0) -> grain.MapDataset:
+    """Infinite stream of padded examples of one source (`slots`: `encode.pad`)."""
     return shuffled_indices(len(source), seed).map(
-        lambda i: pad(encoder(source[i], describe(source, i)), length, pad_id))
+        lambda i: pad(encoder(source[i], describe(source, i)), length, pad_id, slots))
 
 
 class PackedStream(grain.MapDataset):
-    """Instruction examples packed greedily (next-fit, in shuffled order) into rows of `length`.
+    """Examples of one source packed greedily (next-fit, in shuffled order) into rows of `length`, at most
+    `max_items` a row (classification rows: one label slot each, `slots` per row).
 
     Packs never span epochs, so pack boundaries of epoch e depend only on that
     epoch's order and the encoded lengths (computed once): pack j is found
     without building the packs before it.
     """
 
-    def __init__(self, source, encoder: Callable[[Mapping, str], Encoded], length: int, pad_id: int, seed: int):
+    def __init__(self, source, encoder: Callable[[Mapping, str], Encoded], length: int, pad_id: int, seed: int,
+                 max_items: int = 0, slots: int = 0):
         super().__init__()
         self.source, self.encoder, self.length, self.pad_id = source, encoder, length, pad_id
+        self.max_items, self.slots = max_items or np.iinfo(np.int64).max, slots
         self.order = shuffled_indices(len(source), seed)
         self.n = len(source)
         self.lengths = np.array([len(encoder(source[i], describe(source, i))) for i in range(self.n)])
@@ -90,7 +93,7 @@ class PackedStream(grain.MapDataset):
         starts, used = [0], 0
         for k, idx in enumerate(order):
             n = int(self.lengths[idx])
-            if used + n > self.length and used > 0:
+            if (used + n > self.length or k - starts[-1] == self.max_items) and used > 0:
                 starts.append(k)
                 used = 0
             used += n
@@ -107,7 +110,8 @@ class PackedStream(grain.MapDataset):
         bounds = self._packs(e)
         k = j - self._epoch_starts[e]
         idx = [self.order[e * self.n + m] for m in range(bounds[k], bounds[k + 1])]
-        return pack([self.encoder(self.source[i], describe(self.source, i)) for i in idx], self.length, self.pad_id)
+        return pack([self.encoder(self.source[i], describe(self.source, i)) for i in idx], self.length, self.pad_id,
+                    self.slots)
 
 
 def length_batches(items: Iterable[T], bucket_of: Callable[[T], int], batch_size: int
@@ -124,6 +128,26 @@ def length_batches(items: Iterable[T], bucket_of: Callable[[T], int], batch_size
     yield from sorted(pending.items(), key=lambda kv: kv[0])
 
 
+def first_fit_decreasing(lengths: Sequence[int], capacity: int, max_items: int) -> list[list[int]]:
+    """Bins of item indices, longest items first, each item in the first bin with room: every bin's lengths
+    sum to <= `capacity` and it holds <= `max_items` items. The first bins come out fullest."""
+    bins: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        if n > capacity:
+            raise ValueError(f"an item of {n} does not fit a bin of {capacity}")
+        for b, room in enumerate(free):
+            if n <= room and len(bins[b]) < max_items:
+                bins[b].append(i)
+                free[b] -= n
+                break
+        else:
+            bins.append([i])
+            free.append(capacity - n)
+    return bins
+
+
 def stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
 
@@ -131,32 +155,42 @@ def stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]
 def train_batches(classification: Sequence[tuple[Any, ClassificationEncoder, float]],
                   instruction: tuple[Any, InstructionEncoder, bool] | None, schedule: Schedule, *,
                   batch_size: int, num_steps: int, length: int, pad_id: int, seed: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1, pack_classification: int = 0) -> grain.MapDataset:
     """Batch s of the returned dataset is this process's slice of global step s.
 
     `classification`: (source, encoder, weight) per task; `instruction`:
     (source, encoder, packed) or None. Streams get distinct seeds derived from
     `seed` and their position, so adding a task does not reshuffle the others.
+    `pack_classification` = K > 0: each task's examples are packed, up to K a row, and every row carries K
+    label slots; the mixture then shares sequence rows (the token budget), not examples, among tasks and
+    between classification and instruction data.
     """
-    cls_streams = [encoded_stream(src, enc, length, pad_id, seed=seed * 1000 + k)
+    k_slots = pack_classification
+    cls_streams = [PackedStream(src, enc, length, pad_id, seed=seed * 1000 + k, max_items=k_slots, slots=k_slots)
+                   if k_slots else encoded_stream(src, enc, length, pad_id, seed=seed * 1000 + k)
                    for k, (src, enc, _) in enumerate(classification)]
     instr = None
     if instruction is not None:
         src, enc, packed = instruction
-        instr = (PackedStream(src, enc, length, pad_id, seed=seed * 1000 + 999) if packed
-                 else encoded_stream(src, enc, length, pad_id, seed=seed * 1000 + 999))
+        instr = (PackedStream(src, enc, length, pad_id, seed=seed * 1000 + 999, slots=k_slots) if packed
+                 else encoded_stream(src, enc, length, pad_id, seed=seed * 1000 + 999, slots=k_slots))
     mixture = ScheduledMixture(cls_streams, [w for _, _, w in classification], instr, schedule, batch_size,
                                num_steps, seed=seed, process_index=process_index, process_count=process_count)
     return mixture.batch(mixture.local_batch, batch_fn=stack)
 
 
-def open_rows(spec: Mapping[str, Any]):
-    """A source from its config: {"kind": "demo", "domain", "split", "n"} or a `sources.open_source` spec.
+def open_rows(spec: Mapping[str, Any], data_root: str = ""):
+    """A source from its config: {"kind": "demo", "domain", "split", "n"}, {"kind": "research", "domain",
+    "split", "n"} (`DATA_ROOT/DOMAIN/SPLIT.jsonl`, or the demo's rows with no `data_root`:
+    `research.resolve_source`) or a `sources.open_source` spec.
 
-    An optional `"where": {field: value or [values]}` keeps only matching rows,
+    On a file source, `"n"` keeps a seeded random subset of that many rows (`"seed"`, default 0; fewer rows
+    than `n` is an error), and an optional `"where": {field: value or [values]}` keeps only matching rows,
     through `FilteredSource`, which counts and logs what it drops.
     """
-    spec = dict(spec)
+    from monitor_jax.data import research
+
+    spec = research.resolve_source(spec, data_root)
     where = spec.pop("where", None)
     if spec.get("kind") == "demo":
         from monitor_jax.data import demo
@@ -165,13 +199,16 @@ def open_rows(spec: Mapping[str, Any]):
         if missing:
             raise DataError(f"demo source {spec} lacks {missing}")
         domain, split, n = spec["domain"], spec["split"], spec.get("n")
-        rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == "demo_instruct"
+        rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == research.INSTRUCTION
                 else demo.demo_rows(domain, split, seed=spec.get("seed", 0), n=n))
         source = ListSource(rows, f"demo:{domain}/{split}")
     else:
-        from monitor_jax.data.sources import open_source
+        from monitor_jax.data.sources import SubsetSource, open_source
 
+        n, seed = spec.pop("n", None), spec.pop("seed", 0)
         source = open_source(spec)
+        if n is not None:
+            source = SubsetSource(source, n, seed)
     if where:
         from monitor_jax.data.sources import FilteredSource
 

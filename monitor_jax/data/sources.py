@@ -334,6 +334,33 @@ class FilteredSource:
         return dict(name=self.name, kept=len(self), dropped=self.dropped)
 
 
+class SubsetSource:
+    """`n` rows of a source chosen by a seeded permutation, kept in the source's order; a source with fewer
+    than `n` rows is an error (never a smaller set)."""
+
+    def __init__(self, source, n: int, seed: int = 0):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DataError(f"n={n!r} must be a positive integer (the rows to take from {source_name(source)})")
+        if n > len(source):
+            raise DataError(f"{source_name(source)} has {len(source)} rows; n={n} asks for more")
+        self.source, self.name = source, f"{source_name(source)} ({n} rows, seed {seed})"
+        self._kept = np.sort(np.random.default_rng(seed).permutation(len(source))[:n])
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.source[int(self._kept[i])]
+
+    def describe(self, i: int) -> str:
+        return self.source.describe(int(self._kept[i]))
+
+
+def source_name(source) -> str:
+    """A source's name for messages: its name, else its files."""
+    return getattr(source, "name", None) or ", ".join(getattr(source, "paths", [])) or type(source).__name__
+
+
 SOURCE_KINDS = {"jsonl": JsonlSource, "parquet": ParquetSource, "tfds": TfdsSource}
 
 

@@ -6,6 +6,11 @@ function: forward to hidden states, gather the answer position, unembed those
 [B, D] rows only. Rows are grouped into length buckets, so the number of
 compilations is bounded by the number of buckets; the last partial batch of a
 bucket is padded with masked rows that never reach the results.
+
+Packed (`pack_max` > 0): several prompts share one row of the largest bucket's
+length (segment ids 1..k keep them from attending to each other; positions
+restart per segment), each with its own answer position, so a batch computes
+mostly real tokens whatever the length mix, under one compiled shape.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from monitor_jax.data.encode import Encoded
-from monitor_jax.data.pipeline import length_batches
+from monitor_jax.data.pipeline import first_fit_decreasing, length_batches
 from monitor_jax.model.answer import answer_logits
 from monitor_jax.parallel.multihost import global_batch
 
@@ -32,12 +37,20 @@ def score_batch(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> dict:
     (their sum is the mass the model puts on the two labels: low means it would write something else)."""
     model = nnx.merge(graphdef, params)
     hidden_BxTxD = model.hidden_states(batch["tokens"], segment_ids=batch["segment_ids"])
-    logits_BxV, pos_logit_B, neg_logit_B = answer_logits(model.unembed, hidden_BxTxD, batch["label_position"],
-                                                         batch["positive_id"], batch["negative_id"])
-    log_odds_B = pos_logit_B - neg_logit_B
-    norm_B = jax.nn.logsumexp(logits_BxV, axis=-1)
-    return dict(log_odds=log_odds_B, p_positive=jax.nn.sigmoid(log_odds_B),
-                p_positive_vocab=jnp.exp(pos_logit_B - norm_B), p_negative_vocab=jnp.exp(neg_logit_B - norm_B))
+    # One answer position per row ([B]), or K per packed row ([B, K]): gathered, then scored as N = B·K rows.
+    shape = batch["label_position"].shape
+    b, d = hidden_BxTxD.shape[0], hidden_BxTxD.shape[-1]
+    hidden_BxKxD = jnp.take_along_axis(hidden_BxTxD, batch["label_position"].reshape(b, -1)[..., None], axis=1)
+    hidden_Nx1xD = hidden_BxKxD.reshape(-1, 1, d)
+    n = hidden_Nx1xD.shape[0]
+    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(model.unembed, hidden_Nx1xD, jnp.zeros(n, jnp.int32),
+                                                         batch["positive_id"].reshape(n),
+                                                         batch["negative_id"].reshape(n))
+    log_odds_N = pos_logit_N - neg_logit_N
+    norm_N = jax.nn.logsumexp(logits_NxV, axis=-1)
+    out = dict(log_odds=log_odds_N, p_positive=jax.nn.sigmoid(log_odds_N),
+               p_positive_vocab=jnp.exp(pos_logit_N - norm_N), p_negative_vocab=jnp.exp(neg_logit_N - norm_N))
+    return {k: v.reshape(shape) for k, v in out.items()}
 
 
 @dataclasses.dataclass
@@ -58,10 +71,12 @@ class Scorer:
     """Scores streams of encoded prompts in fixed-shape, length-bucketed batches on `mesh`."""
 
     def __init__(self, graphdef: nnx.GraphDef, mesh: Mesh, batch_size: int,
-                 buckets: Sequence[int] = DEFAULT_BUCKETS, pad_id: int = 0, rules=None):
+                 buckets: Sequence[int] = DEFAULT_BUCKETS, pad_id: int = 0, rules=None, pack_max: int = 0):
+        """`pack_max` > 0: pack up to that many prompts into each row of the largest bucket's length."""
         from monitor_jax.parallel.sharding import DEFAULT_RULES
 
-        self.mesh, self.batch_size, self.pad_id = mesh, batch_size, pad_id
+        self.mesh, self.batch_size, self.pad_id, self.pack_max = mesh, batch_size, pad_id, pack_max
+        self.real_tokens = self.computed_positions = 0     # what the batches held: real tokens / all positions
         self.buckets = tuple(sorted(buckets))
         self.rules = rules or DEFAULT_RULES
         self.process, self.processes = jax.process_index(), jax.process_count()
@@ -95,6 +110,8 @@ class Scorer:
             arrays["segment_ids"][r, :len(ex)] = 1
             arrays["label_position"][r] = ex.label_position
             arrays["positive_id"][r], arrays["negative_id"][r] = ex.positive_id, ex.negative_id
+        self.real_tokens += sum(len(ex) for _, ex in rows)
+        self.computed_positions += b * length
         # Padding rows (r >= n) are all-padding prompts; their outputs are dropped below.
         local = b // self.processes
         sl = slice(self.process * local, (self.process + 1) * local)
@@ -103,8 +120,62 @@ class Scorer:
         return [Scored(idx, float(out["log_odds"][r]), float(out["p_positive"][r]), float(out["p_positive_vocab"][r]),
                        float(out["p_negative_vocab"][r])) for r, (idx, _) in enumerate(rows[:n])]
 
+    def _run_packed(self, params, packs: list[list[tuple[int, Encoded]]]) -> list[Scored]:
+        b, length, k = self.batch_size, self.max_length, self.pack_max
+        arrays = dict(tokens=np.full((b, length), self.pad_id, np.int32), segment_ids=np.zeros((b, length), np.int32),
+                      label_position=np.zeros((b, k), np.int32), positive_id=np.zeros((b, k), np.int32),
+                      negative_id=np.zeros((b, k), np.int32))
+        for r, pack in enumerate(packs):
+            at = 0
+            for j, (_, ex) in enumerate(pack):
+                n = len(ex)
+                arrays["tokens"][r, at:at + n] = ex.tokens
+                arrays["segment_ids"][r, at:at + n] = j + 1
+                arrays["label_position"][r, j] = at + ex.label_position
+                arrays["positive_id"][r, j], arrays["negative_id"][r, j] = ex.positive_id, ex.negative_id
+                at += n
+        self.real_tokens += sum(len(ex) for pack in packs for _, ex in pack)
+        self.computed_positions += b * length
+        # Empty slots (and padding rows) read position 0 of their row; their outputs are dropped below.
+        local = b // self.processes
+        sl = slice(self.process * local, (self.process + 1) * local)
+        out = jax.device_get(self._score(params, global_batch({k_: v[sl] for k_, v in arrays.items()}, self.mesh,
+                                                              self.rules)))
+        return [Scored(idx, *(float(out[f][r, j]) for f in ("log_odds", "p_positive", "p_positive_vocab",
+                                                             "p_negative_vocab")))
+                for r, pack in enumerate(packs) for j, (idx, _) in enumerate(pack)]
+
+    def _packed_batches(self, examples: Iterable[Encoded]) -> Iterator[list[list[tuple[int, Encoded]]]]:
+        """Batches of packed rows. Prompts gather until they hold a full batch of tokens (so first-fit
+        decreasing fills at least `batch_size` rows); the fullest rows go out, the rest wait for more prompts."""
+        pending: list[tuple[int, Encoded]] = []
+        tokens, budget = 0, self.batch_size * self.max_length
+
+        def packs():
+            return [[pending[i] for i in row] for row in
+                    first_fit_decreasing([len(ex) for _, ex in pending], self.max_length, self.pack_max)]
+
+        for item in enumerate(examples):
+            self._bucket(len(item[1]))          # a prompt longer than the largest bucket is an error, as unpacked
+            pending.append(item)
+            tokens += len(item[1])
+            if tokens >= budget or len(pending) >= self.batch_size * self.pack_max:
+                rows = packs()
+                yield rows[:self.batch_size]
+                pending = [x for row in rows[self.batch_size:] for x in row]
+                tokens = sum(len(ex) for _, ex in pending)
+        while pending:
+            rows = packs()
+            yield rows[:self.batch_size]
+            pending = [x for row in rows[self.batch_size:] for x in row]
+
     def score(self, params, examples: Iterable[Encoded]) -> Iterator[Scored]:
-        """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket."""
+        """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket (or,
+        packed, about one batch of prompts)."""
+        if self.pack_max:
+            for packs in self._packed_batches(examples):
+                yield from self._run_packed(params, packs)
+            return
         for length, rows in length_batches(enumerate(examples), lambda row: self._bucket(len(row[1])),
                                            self.batch_size):
             yield from self._run(params, rows, length)

@@ -1,7 +1,9 @@
 """Losses over one forward's hidden states [B, T, D].
 
 Classification rows: the hidden state at each row's label position is
-unembedded alone ([B, V] logits), cross-entropy against the label token.
+unembedded alone ([B, V] logits), cross-entropy against the label token. A
+packed classification row has K label slots ([B, K] label fields, empty slots
+labelled -1): the N = B·K gathered positions are scored the same way.
 Instruction rows: token cross-entropy over weighted targets, unembedding the
 sequence in chunks of length under `jax.checkpoint`, so peak memory holds
 [B, chunk, V] logits, never [B, T, V]; chunks without targets are skipped. Both return (sum, count) so micro-batches
@@ -17,38 +19,51 @@ from monitor_jax.model.answer import Unembed, answer_logits
 NORMALIZATIONS = ("per_source", "pooled")
 
 
+def label_slots(batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(mask_N, task_N): which of the N = B·K label slots hold a classification example ([B] label fields: K =
+    1), and the task of each slot's row."""
+    b = batch["kind"].shape[0]
+    label_BxK = batch["label"].reshape(b, -1)
+    mask_BxK = (batch["kind"] == CLASSIFICATION)[:, None] & (label_BxK >= 0)
+    task_BxK = jnp.broadcast_to(batch["task_id"][:, None], label_BxK.shape)
+    return mask_BxK.reshape(-1), task_BxK.reshape(-1)
+
+
 def classification_terms(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
-    """Per row: (CE at the label position, correct (the log-odds sign agrees with the label), classification
-    mask); instruction rows are masked out.
+    """Per label slot (N = B, or B·K for packed rows): (CE at the label position, correct (the log-odds sign
+    agrees with the label), classification mask); instruction rows and empty slots are masked out.
 
     `two_token`: softmax over the positive and negative label tokens only,
     instead of the full vocabulary.
     """
-    is_cls_B = batch["kind"] == CLASSIFICATION
-    pos_B = jnp.maximum(batch["label_position"], 0)
-    logits_BxV, pos_logit_B, neg_logit_B = answer_logits(unembed, hidden_BxTxD, pos_B, batch["positive_id"],
-                                                         batch["negative_id"])
-    target_B = jnp.take_along_axis(batch["targets"], pos_B[:, None], axis=1)[:, 0]
-    target_logit_B = jnp.take_along_axis(logits_BxV, target_B[:, None], axis=1)[:, 0]
+    b, d = hidden_BxTxD.shape[0], hidden_BxTxD.shape[-1]
+    pos_BxK = jnp.maximum(batch["label_position"].reshape(b, -1), 0)
+    hidden_Nx1xD = jnp.take_along_axis(hidden_BxTxD, pos_BxK[..., None], axis=1).reshape(-1, 1, d)
+    n = hidden_Nx1xD.shape[0]
+    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(unembed, hidden_Nx1xD, jnp.zeros(n, jnp.int32),
+                                                         batch["positive_id"].reshape(n),
+                                                         batch["negative_id"].reshape(n))
+    target_N = jnp.take_along_axis(batch["targets"], pos_BxK, axis=1).reshape(n)
+    target_logit_N = jnp.take_along_axis(logits_NxV, target_N[:, None], axis=1)[:, 0]
     if two_token:
-        norm_B = jnp.logaddexp(pos_logit_B, neg_logit_B)
+        norm_N = jnp.logaddexp(pos_logit_N, neg_logit_N)
     else:
-        norm_B = jax.nn.logsumexp(logits_BxV, axis=-1)
-    mask_B = is_cls_B.astype(jnp.float32)
-    correct_B = ((pos_logit_B > neg_logit_B) == (batch["label"] == 1)).astype(jnp.float32)
-    return (norm_B - target_logit_B) * mask_B, correct_B * mask_B, mask_B
+        norm_N = jax.nn.logsumexp(logits_NxV, axis=-1)
+    mask_N = label_slots(batch)[0].astype(jnp.float32)
+    correct_N = ((pos_logit_N > neg_logit_N) == (batch["label"].reshape(n) == 1)).astype(jnp.float32)
+    return (norm_N - target_logit_N) * mask_N, correct_N * mask_N, mask_N
 
 
 def classification_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, two_token: bool = False):
-    """(summed CE, row count, summed correct) over classification rows."""
-    ce_B, correct_B, mask_B = classification_terms(unembed, hidden_BxTxD, batch, two_token)
-    return jnp.sum(ce_B), jnp.sum(mask_B), jnp.sum(correct_B)
+    """(summed CE, example count, summed correct) over classification examples."""
+    ce_N, correct_N, mask_N = classification_terms(unembed, hidden_BxTxD, batch, two_token)
+    return jnp.sum(ce_N), jnp.sum(mask_N), jnp.sum(correct_N)
 
 
-def by_task(values_B: jax.Array, task_id_B: jax.Array, num_tasks: int) -> jax.Array:
-    """[num_tasks] sums of masked per-row values by the rows' task id (instruction rows, whose id is past the
+def by_task(values_N: jax.Array, task_id_N: jax.Array, num_tasks: int) -> jax.Array:
+    """[num_tasks] sums of masked per-slot values by their task id (instruction rows, whose id is past the
     classification tasks, carry zeros)."""
-    return jax.ops.segment_sum(values_B, jnp.minimum(task_id_B, num_tasks - 1), num_segments=num_tasks)
+    return jax.ops.segment_sum(values_N, jnp.minimum(task_id_N, num_tasks - 1), num_segments=num_tasks)
 
 
 def instruction_loss(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict, chunk: int = 256):

@@ -17,10 +17,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION
+from monitor_jax.data.encode import INSTRUCTION
 from monitor_jax.model import Transformer
 from monitor_jax.parallel.multihost import batch_sharding
-from monitor_jax.train.losses import by_task, classification_terms, combine, instruction_loss
+from monitor_jax.train.losses import by_task, classification_terms, combine, instruction_loss, label_slots
 
 
 @jax.tree_util.register_dataclass
@@ -52,8 +52,8 @@ def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh
 
 
 def batch_counts(batch: dict) -> tuple[jax.Array, jax.Array]:
-    """Classification rows and instruction target tokens of the whole batch."""
-    n_cls = jnp.sum(batch["kind"] == CLASSIFICATION).astype(jnp.float32)
+    """Classification examples (label slots in use) and instruction target tokens of the whole batch."""
+    n_cls = jnp.sum(label_slots(batch)[0]).astype(jnp.float32)
     n_sft = jnp.sum(batch["weights"] * (batch["kind"] == INSTRUCTION)[:, None])
     return n_cls, n_sft
 
@@ -66,16 +66,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         model = nnx.merge(graphdef, params)
         hidden_BxTxD = model.hidden_states(micro["tokens"], segment_ids=micro["segment_ids"],
                                            positions=micro["positions"])
-        ce_B, correct_B, mask_B = classification_terms(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
-        cls_sum = jnp.sum(ce_B)
+        ce_N, correct_N, mask_N = classification_terms(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
+        cls_sum = jnp.sum(ce_N)
         sft_sum = (instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)[0]
                    if loss_cfg.instruction else jnp.zeros((), jnp.float32))
         # Normalised by the whole batch's counts, so micro-batch losses sum to the batch loss.
         loss = combine(cls_sum, n_cls, sft_sum, n_sft, wc, ws, loss_cfg.normalization)
-        aux = dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=jnp.sum(correct_B))
+        aux = dict(cls_sum=cls_sum, sft_sum=sft_sum, correct=jnp.sum(correct_N))
         if loss_cfg.num_tasks:   # which source a mixture starves: each task's own loss and accuracy
-            aux.update({f"task_{k}": by_task(v, micro["task_id"], loss_cfg.num_tasks)
-                        for k, v in (("cls_sum", ce_B), ("rows", mask_B), ("correct", correct_B))})
+            task_N = label_slots(micro)[1]
+            aux.update({f"task_{k}": by_task(v, task_N, loss_cfg.num_tasks)
+                        for k, v in (("cls_sum", ce_N), ("rows", mask_N), ("correct", correct_N))})
         return loss, aux
 
     def train_step(state: TrainState, batch: dict):

@@ -1,0 +1,149 @@
+"""Padded vs packed training and scoring on a realistic length mix (issue 15).
+
+    python benchmarks/length_mix.py [--examples 256 --batch 2 --max_length 8192 --pack 16]
+
+The mix is modelled on the research's data: half conversations (100-800 tokens, log-normal around 250) and
+half agent transcripts (1k-8k tokens, log-normal around 2k, long-tailed), capped at max_length. Tokens are
+random ids (a random-init model cannot tell); the label is the last position. Training: every example padded
+to its own row of max_length (data.pack_classification=0) against examples packed up to K a row
+(data.pack_classification=K), same model and batch of rows, one step at a time; scoring: the length-bucketed
+scorer against the packed scorer (eval.pack_max=K). Reported: real tokens / computed positions, step or pass
+time, and real tokens/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from monitor_jax.data.encode import CLASSIFICATION, Encoded, pack, pad
+from monitor_jax.data.pipeline import first_fit_decreasing
+from monitor_jax.eval.scoring import Scorer
+from monitor_jax.model import ModelConfig, create_model
+from monitor_jax.parallel import make_mesh
+from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+
+POSITIVE, NEGATIVE = 5, 6
+
+
+def lengths_of(n: int, max_length: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    chats = np.clip(rng.lognormal(np.log(250), 0.6, n - n // 2), 100, 800)
+    transcripts = np.clip(rng.lognormal(np.log(2000), 0.7, n // 2), 1000, 8000)
+    lengths = np.concatenate([chats, transcripts]).astype(int)
+    return np.minimum(rng.permutation(lengths), max_length)
+
+
+def example(length: int, vocab: int, rng: np.random.Generator) -> Encoded:
+    tokens = rng.integers(10, vocab, length).astype(np.int32)
+    label = int(rng.integers(0, 2))
+    targets = np.append(tokens[1:], POSITIVE if label else NEGATIVE).astype(np.int32)
+    weights = np.zeros(length, np.float32)
+    weights[-1] = 1
+    return Encoded(tokens, targets, weights, label_position=length - 1, label=label, positive_id=POSITIVE,
+                   negative_id=NEGATIVE, kind=CLASSIFICATION)
+
+
+def train_rows(examples: list[Encoded], max_length: int, pack_k: int) -> list[dict]:
+    if not pack_k:
+        return [pad(ex, max_length, 0) for ex in examples]
+    # Next-fit in order, as the training stream packs (data/pipeline.py: PackedStream).
+    rows, current, used = [], [], 0
+    for ex in examples:
+        if current and (used + len(ex) > max_length or len(current) == pack_k):
+            rows.append(pack(current, max_length, 0, pack_k))
+            current, used = [], 0
+        current.append(ex)
+        used += len(ex)
+    rows.append(pack(current, max_length, 0, pack_k))
+    return rows
+
+
+def time_training(cfg, rows: list[dict], batch: int, reps: int) -> tuple[float, int, int]:
+    """(seconds per step, real tokens, computed positions) over `reps` steps of `batch` rows."""
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    model = create_model(cfg, mesh=mesh)
+    optimizer = optax.adamw(1e-4)
+    state = init_state(model, optimizer, mesh)
+    step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
+                           optax.constant_schedule(1.0), optax.constant_schedule(1.0))
+    batches = [{k: np.stack([r[k] for r in rows[i:i + batch]]) for k in rows[0]}
+               for i in range(0, len(rows) - batch + 1, batch)][:reps + 1]
+    jitted = jit_train_step(step, state, mesh, batches[0], cfg.sharding_rules)
+    with jax.set_mesh(mesh):
+        state, m = jitted(state, batches[0])          # compile
+        jax.block_until_ready(m)
+        t0 = time.perf_counter()
+        for b in batches[1:]:
+            state, m = jitted(state, b)
+        jax.block_until_ready(m)
+    timed = batches[1:]
+    real = sum(int((b["segment_ids"] > 0).sum()) for b in timed)
+    return (time.perf_counter() - t0) / len(timed), real, sum(b["tokens"].size for b in timed)
+
+
+def time_scoring(cfg, examples: list[Encoded], batch: int, buckets, pack_k: int) -> tuple[float, float]:
+    """(seconds for all examples, real tokens / computed positions), second pass (compiled)."""
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    model = create_model(cfg, mesh=mesh)
+    scorer = Scorer(nnx.graphdef(model), mesh, batch, buckets, 0, pack_max=pack_k)
+    params = nnx.state(model, nnx.Param)
+    with jax.set_mesh(mesh):
+        scorer.score_all(params, examples)
+        scorer.real_tokens = scorer.computed_positions = 0
+        t0 = time.perf_counter()
+        scorer.score_all(params, examples)
+    return time.perf_counter() - t0, scorer.real_tokens / scorer.computed_positions
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--max_length", type=int, default=8192)
+    ap.add_argument("--pack", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3, help="timed training steps")
+    ap.add_argument("--embed", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--score_examples", type=int, default=64)
+    args = ap.parse_args()
+    cfg = ModelConfig(family="qwen3", vocab_size=args.vocab, embed_dim=args.embed, num_layers=args.layers,
+                      num_heads=4, num_kv_heads=2, head_dim=args.embed // 4, mlp_dim=4 * args.embed, qk_norm=True,
+                      tie_embeddings=True)
+    lengths = lengths_of(args.examples, args.max_length)
+    rng = np.random.default_rng(1)
+    examples = [example(int(n), args.vocab, rng) for n in lengths]
+    print(f"{len(lengths)} examples: lengths {lengths.min()}-{lengths.max()}, median {int(np.median(lengths))}, "
+          f"mean {lengths.mean():.0f}; max_length {args.max_length}; model d {args.embed}, {args.layers} layers, "
+          f"vocab {args.vocab} ({cfg.num_params() / 1e6:.1f}M params); batch {args.batch} rows; float32; "
+          f"{os.cpu_count()} CPU cores\n")
+    print("| training | rows | examples / row | real tokens / positions | s / step | real tokens / s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, k in (("padded (one example a row)", 0), (f"packed (<= {args.pack} a row)", args.pack)):
+        rows = train_rows(examples, args.max_length, k)
+        s, real, computed = time_training(cfg, rows, args.batch, args.reps)
+        per_row = len(examples) / len(rows)
+        print(f"| {name} | {len(rows)} | {per_row:.1f} | {real / computed:.1%} | {s:.2f} | "
+              f"{real / (s * args.reps):.0f} |")
+    scored = examples[:args.score_examples]
+    buckets = tuple(b for b in (256, 512, 1024, 2048, 4096, 8192) if b <= args.max_length)
+    print(f"\n| scoring ({len(scored)} examples, batch {args.batch}) | real tokens / positions | s | "
+          f"real tokens / s |")
+    print("| --- | --- | --- | --- |")
+    real = sum(len(ex) for ex in scored)
+    for name, k in ((f"buckets {buckets}", 0), (f"packed (<= {args.pack} a row of {buckets[-1]})", args.pack)):
+        s, fraction = time_scoring(cfg, scored, args.batch, buckets, k)
+        print(f"| {name} | {fraction:.1%} | {s:.2f} | {real / s:.0f} |")
+    bins = first_fit_decreasing([len(ex) for ex in examples], args.max_length, args.pack)
+    print(f"\n(first-fit decreasing would fill {sum(lengths) / (len(bins) * args.max_length):.1%} of "
+          f"{len(bins)} rows; the training stream packs next-fit in shuffled order)")
+
+
+if __name__ == "__main__":
+    main()
