@@ -62,26 +62,29 @@ def test_two_token_softmax(setup):
 @pytest.mark.parametrize("chunk", [8, 16, 64])
 def test_chunked_instruction_loss_equals_full_logits(setup, chunk):
     model, batch = setup
-    s, n = instruction_loss(model.unembed, _hidden(model, batch), batch, chunk=chunk)
+    s, n = instruction_loss(model.unembedding(), _hidden(model, batch), batch, chunk=chunk)
     ref_s, ref_n = _naive_masked_ce(model, batch, INSTRUCTION)
     assert float(n) == float(ref_n) > 0
     np.testing.assert_allclose(s, ref_s, rtol=1e-5)
-    _grads_close(lambda m: instruction_loss(m.unembed, _hidden(m, batch), batch, chunk=chunk)[0],
+    _grads_close(lambda m: instruction_loss(m.unembedding(), _hidden(m, batch), batch, chunk=chunk)[0],
                  lambda m: _naive_masked_ce(m, batch, INSTRUCTION)[0], model)
 
 
 def test_chunk_must_divide_length(setup):
     model, batch = setup
     with pytest.raises(ValueError, match="not a multiple of loss.chunk_size=24"):
-        instruction_loss(model.unembed, _hidden(model, batch), batch, chunk=24)
+        instruction_loss(model.unembedding(), _hidden(model, batch), batch, chunk=24)
 
 
 def test_instruction_loss_never_builds_full_logits(setup):
     model, batch = setup
-    jaxpr = str(jax.make_jaxpr(lambda h: instruction_loss(model.unembed, h, batch, chunk=16))(_hidden(model, batch)))
+    loss = lambda h: instruction_loss(model.unembedding(), h, batch, chunk=16)  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(loss)(_hidden(model, batch)))
     b, t = batch["tokens"].shape
     v = model.cfg.vocab_size
     assert f"f32[{b},16,{v}]" in jaxpr and f"f32[{b},{t},{v}]" not in jaxpr
+    grad = str(jax.make_jaxpr(jax.grad(lambda h: loss(h)[0]))(_hidden(model, batch)))   # nor its gradient
+    assert f"f32[{b},16,{v}]" in grad and f"{t},{v}]" not in grad
 
 
 def test_per_source_and_pooled_on_unequal_counts():
@@ -95,3 +98,14 @@ def test_per_source_and_pooled_on_unequal_counts():
     assert float(combine(0.0, 0.0, sft_sum, sft_n, 1.0, 1.0, "per_source")) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="choose one of"):
         combine(cls_sum, cls_n, sft_sum, sft_n, 1.0, 1.0, "mean")
+
+
+@pytest.mark.parametrize("kw", [dict(tie_embeddings=True), dict(final_logit_softcap=5.0)], ids=["tied", "softcap"])
+def test_chunked_instruction_gradient_with_tied_weights_and_a_soft_cap(small_tokenizer, kw):
+    """The gradient computed in the forward pass (custom VJP) equals autodiff through full logits."""
+    model = create_model(tiny_config(small_tokenizer.vocab_size, **kw), seed=3)
+    batch = to_jnp(batches(small_tokenizer)[1])
+    s, _ = instruction_loss(model.unembedding(), _hidden(model, batch), batch, chunk=16)
+    np.testing.assert_allclose(s, _naive_masked_ce(model, batch, INSTRUCTION)[0], rtol=1e-5)
+    _grads_close(lambda m: instruction_loss(m.unembedding(), _hidden(m, batch), batch, chunk=16)[0],
+                 lambda m: _naive_masked_ce(m, batch, INSTRUCTION)[0], model)

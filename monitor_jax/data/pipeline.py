@@ -54,20 +54,26 @@ def encoded_stream(source, encoder: Callable[[Mapping, str], Encoded], length: i
         lambda i: pad(encoder(source[i], describe(source, i)), length, pad_id, slots))
 
 
-class PackedStream(grain.MapDataset):
-    """Examples of one source packed greedily (next-fit, in shuffled order) into rows of `length`, at most
-    `max_items` a row (classification rows: one label slot each, `slots` per row).
+# Classification examples are packed first-fit decreasing within windows of this many (PackedStream).
+PACK_WINDOW = 256
 
-    Packs never span epochs, so pack boundaries of epoch e depend only on that
+
+class PackedStream(grain.MapDataset):
+    """Examples of one source packed into rows of `length`, at most `max_items` a row (classification rows: one
+    label slot each, `slots` per row): next-fit in shuffled order, or with `window` > 0 first-fit decreasing
+    within each window of that many examples of the shuffled order, the window's packs in a seeded order
+    (fuller rows on ragged data, still a shuffled stream).
+
+    Packs never span epochs, so the packs of epoch e depend only on that
     epoch's order and the encoded lengths (computed once): pack j is found
     without building the packs before it.
     """
 
     def __init__(self, source, encoder: Callable[[Mapping, str], Encoded], length: int, pad_id: int, seed: int,
-                 max_items: int = 0, slots: int = 0):
+                 max_items: int = 0, slots: int = 0, window: int = 0):
         super().__init__()
         self.source, self.encoder, self.length, self.pad_id = source, encoder, length, pad_id
-        self.max_items, self.slots = max_items or np.iinfo(np.int64).max, slots
+        self.max_items, self.slots, self.window, self.seed = max_items or np.iinfo(np.int64).max, slots, window, seed
         self.order = shuffled_indices(len(source), seed)
         self.n = len(source)
         self.lengths = np.array([len(encoder(source[i], describe(source, i))) for i in range(self.n)])
@@ -87,17 +93,24 @@ class PackedStream(grain.MapDataset):
         return f"PackedStream(length={self.length}, rows={self.n})"
 
     @functools.lru_cache(maxsize=4)
-    def _packs(self, epoch: int) -> np.ndarray:
-        """Start offsets (within the epoch's order) of each pack, plus the end."""
-        order = [self.order[epoch * self.n + k] for k in range(self.n)]
+    def _packs(self, epoch: int) -> list[list[int]]:
+        """Each pack of the epoch as positions in the epoch's order."""
+        lengths = [int(self.lengths[self.order[epoch * self.n + k]]) for k in range(self.n)]
+        if self.window:
+            packs = []
+            for w0 in range(0, self.n, self.window):
+                bins = first_fit_decreasing(lengths[w0:w0 + self.window], self.length, self.max_items)
+                shuffle = np.random.default_rng([self.seed, epoch, w0]).permutation(len(bins))
+                packs += [sorted(w0 + i for i in bins[b]) for b in shuffle]
+            return packs
         starts, used = [0], 0
-        for k, idx in enumerate(order):
-            n = int(self.lengths[idx])
+        for k, n in enumerate(lengths):
             if (used + n > self.length or k - starts[-1] == self.max_items) and used > 0:
                 starts.append(k)
                 used = 0
             used += n
-        return np.array(starts + [self.n])
+        starts.append(self.n)
+        return [list(range(a, b)) for a, b in zip(starts[:-1], starts[1:])]
 
     def __getitem__(self, j):
         if isinstance(j, slice):
@@ -105,11 +118,9 @@ class PackedStream(grain.MapDataset):
         with self._lock:
             while len(self._epoch_starts) <= 1 or self._epoch_starts[-1] <= j:
                 e = len(self._epoch_starts) - 1
-                self._epoch_starts.append(self._epoch_starts[-1] + len(self._packs(e)) - 1)
+                self._epoch_starts.append(self._epoch_starts[-1] + len(self._packs(e)))
             e = int(np.searchsorted(self._epoch_starts, j, side="right")) - 1
-        bounds = self._packs(e)
-        k = j - self._epoch_starts[e]
-        idx = [self.order[e * self.n + m] for m in range(bounds[k], bounds[k + 1])]
+        idx = [self.order[e * self.n + m] for m in self._packs(e)[j - self._epoch_starts[e]]]
         return pack([self.encoder(self.source[i], describe(self.source, i)) for i in idx], self.length, self.pad_id,
                     self.slots)
 
@@ -166,7 +177,8 @@ def train_batches(classification: Sequence[tuple[Any, ClassificationEncoder, flo
     between classification and instruction data.
     """
     k_slots = pack_classification
-    cls_streams = [PackedStream(src, enc, length, pad_id, seed=seed * 1000 + k, max_items=k_slots, slots=k_slots)
+    cls_streams = [PackedStream(src, enc, length, pad_id, seed=seed * 1000 + k, max_items=k_slots, slots=k_slots,
+                                window=PACK_WINDOW)
                    if k_slots else encoded_stream(src, enc, length, pad_id, seed=seed * 1000 + k)
                    for k, (src, enc, _) in enumerate(classification)]
     instr = None

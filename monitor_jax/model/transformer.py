@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from monitor_jax.model.answer import Unembedding
 from monitor_jax.model.attention import KERNELS, MaskInfo, cached_attention
 from monitor_jax.model.config import ModelConfig, rope_inv_freq
 from monitor_jax.parallel.sharding import constrain
@@ -236,18 +237,15 @@ class Transformer(nnx.Module):
             segment_ids = (jnp.ones_like(tokens_BxT) if attention_mask is None else attention_mask).astype(jnp.int32)
         return self._run(tokens_BxT, segment_info(segment_ids, positions))[0]
 
+    def unembedding(self) -> Unembedding:
+        """The unembedding as data (weight, dtype, soft-cap): callable like `unembed`."""
+        tied = self.lm_head is None
+        return Unembedding(self.embedding[...] if tied else self.lm_head[...], vocab_first=tied,
+                           dtype=self.cfg.dtype, softcap=self.cfg.final_logit_softcap)
+
     def unembed(self, hidden_xD: jax.Array) -> jax.Array:
         """Logits [..., V] in float32 for hidden states [..., D] (gathered or not)."""
-        dtype = jnp.dtype(self.cfg.dtype)
-        if self.lm_head is None:
-            w_VxD = self.embedding[...].astype(dtype)
-            logits = jnp.einsum("...D,VD->...V", hidden_xD.astype(dtype), w_VxD, preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("...D,DV->...V", hidden_xD.astype(dtype), self.lm_head[...].astype(dtype),
-                                preferred_element_type=jnp.float32)
-        if self.cfg.final_logit_softcap:
-            logits = jnp.tanh(logits / self.cfg.final_logit_softcap) * self.cfg.final_logit_softcap
-        return logits
+        return self.unembedding()(hidden_xD)
 
     # -------------------------------------------------------------- KV cache
     def prefill(self, tokens_BxT, attention_mask_BxT, cache_size: int,

@@ -68,7 +68,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                                            positions=micro["positions"])
         ce_N, correct_N, mask_N = classification_terms(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
         cls_sum = jnp.sum(ce_N)
-        sft_sum = (instruction_loss(model.unembed, hidden_BxTxD, micro, loss_cfg.chunk_size)[0]
+        sft_sum = (instruction_loss(model.unembedding(), hidden_BxTxD, micro, loss_cfg.chunk_size)[0]
                    if loss_cfg.instruction else jnp.zeros((), jnp.float32))
         # Normalised by the whole batch's counts, so micro-batch losses sum to the batch loss.
         loss = combine(cls_sum, n_cls, sft_sum, n_sft, wc, ws, loss_cfg.normalization)
