@@ -161,18 +161,25 @@ def plot_training(sweep_dir: Path, path: Path) -> None:
     cols = min(3, max(1, len(keys)))
     rows = max(1, math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    # One colour per run in every panel (a run that trains one task appears in that task's panel only), and
+    # one legend for the figure.
+    colors = {name: plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")(i % 20) for i, name in enumerate(curves)}
     for ax, key in zip(axes.flat, keys):
         for name, ms in curves.items():
             pts = [(m["step"], m[key]) for m in ms if key in m]
             if pts:
-                ax.plot(*zip(*pts), label=name, lw=1)
+                ax.plot(*zip(*pts), color=colors[name], lw=1)
         ax.set_title(key.removeprefix("train/"), fontsize=9)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if keys:
-        axes.flat[0].legend(fontsize=6)
-    fig.tight_layout()
+        handles = [plt.Line2D([], [], color=colors[name], lw=1.5) for name in curves]
+        fig.legend(handles, list(curves), fontsize=6, loc="lower center", ncol=min(4, len(curves)),
+                   bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(curves) / 4), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
