@@ -207,9 +207,8 @@ def _pack(examples: Sequence[Encoded], length: int, pad_id: int, slots: int) -> 
         row["segment_ids"][at:at + n] = k + 1
         row["positions"][at:at + n] = np.arange(n)
         if ex.kind == CLASSIFICATION:
-            values = dict(label_position=at + ex.label_position, label=ex.label, positive_id=ex.positive_id,
-                          negative_id=ex.negative_id)
-            for field, value in values.items():
+            values = (at + ex.label_position, ex.label, ex.positive_id, ex.negative_id)
+            for field, value in zip(LABEL_FIELDS, values):
                 if slots:
                     row[field][k] = value
                 else:

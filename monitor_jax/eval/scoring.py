@@ -37,20 +37,14 @@ def score_batch(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> dict:
     (their sum is the mass the model puts on the two labels: low means it would write something else)."""
     model = nnx.merge(graphdef, params)
     hidden_BxTxD = model.hidden_states(batch["tokens"], segment_ids=batch["segment_ids"])
-    # One answer position per row ([B]), or K per packed row ([B, K]): gathered, then scored as N = B·K rows.
-    shape = batch["label_position"].shape
-    b, d = hidden_BxTxD.shape[0], hidden_BxTxD.shape[-1]
-    hidden_BxKxD = jnp.take_along_axis(hidden_BxTxD, batch["label_position"].reshape(b, -1)[..., None], axis=1)
-    hidden_Nx1xD = hidden_BxKxD.reshape(-1, 1, d)
-    n = hidden_Nx1xD.shape[0]
-    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(model.unembed, hidden_Nx1xD, jnp.zeros(n, jnp.int32),
-                                                         batch["positive_id"].reshape(n),
-                                                         batch["negative_id"].reshape(n))
+    # One answer position per row ([B]), or K per packed row ([B, K]); outputs take the positions' shape.
+    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(model.unembed, hidden_BxTxD, batch["label_position"],
+                                                         batch["positive_id"], batch["negative_id"])
     log_odds_N = pos_logit_N - neg_logit_N
     norm_N = jax.nn.logsumexp(logits_NxV, axis=-1)
     out = dict(log_odds=log_odds_N, p_positive=jax.nn.sigmoid(log_odds_N),
                p_positive_vocab=jnp.exp(pos_logit_N - norm_N), p_negative_vocab=jnp.exp(neg_logit_N - norm_N))
-    return {k: v.reshape(shape) for k, v in out.items()}
+    return {k: v.reshape(batch["label_position"].shape) for k, v in out.items()}
 
 
 @dataclasses.dataclass
@@ -99,29 +93,10 @@ class Scorer:
                              f"encode with max_length <= {self.buckets[-1]} (truncation is counted) or add a bucket")
         return self.buckets[i]
 
-    def _run(self, params, rows: list[tuple[int, Encoded]], length: int) -> list[Scored]:
-        b = self.batch_size
-        n = len(rows)
-        arrays = dict(tokens=np.full((b, length), self.pad_id, np.int32), segment_ids=np.zeros((b, length), np.int32),
-                      label_position=np.zeros(b, np.int32), positive_id=np.zeros(b, np.int32),
-                      negative_id=np.zeros(b, np.int32))
-        for r, (_, ex) in enumerate(rows):
-            arrays["tokens"][r, :len(ex)] = ex.tokens
-            arrays["segment_ids"][r, :len(ex)] = 1
-            arrays["label_position"][r] = ex.label_position
-            arrays["positive_id"][r], arrays["negative_id"][r] = ex.positive_id, ex.negative_id
-        self.real_tokens += sum(len(ex) for _, ex in rows)
-        self.computed_positions += b * length
-        # Padding rows (r >= n) are all-padding prompts; their outputs are dropped below.
-        local = b // self.processes
-        sl = slice(self.process * local, (self.process + 1) * local)
-        out = self._score(params, global_batch({k: v[sl] for k, v in arrays.items()}, self.mesh, self.rules))
-        out = jax.device_get(out)
-        return [Scored(idx, float(out["log_odds"][r]), float(out["p_positive"][r]), float(out["p_positive_vocab"][r]),
-                       float(out["p_negative_vocab"][r])) for r, (idx, _) in enumerate(rows[:n])]
-
-    def _run_packed(self, params, packs: list[list[tuple[int, Encoded]]]) -> list[Scored]:
-        b, length, k = self.batch_size, self.max_length, self.pack_max
+    def _run(self, params, packs: list[list[tuple[int, Encoded]]], length: int) -> list[Scored]:
+        """Scores up to a batch of rows of `length` tokens, each holding the prompts of one pack (one prompt a
+        row when unpacked, with one answer slot; `pack_max` slots when packed)."""
+        b, k = self.batch_size, max(self.pack_max, 1)
         arrays = dict(tokens=np.full((b, length), self.pad_id, np.int32), segment_ids=np.zeros((b, length), np.int32),
                       label_position=np.zeros((b, k), np.int32), positive_id=np.zeros((b, k), np.int32),
                       negative_id=np.zeros((b, k), np.int32))
@@ -136,10 +111,11 @@ class Scorer:
                 at += n
         self.real_tokens += sum(len(ex) for pack in packs for _, ex in pack)
         self.computed_positions += b * length
-        # Empty slots (and padding rows) read position 0 of their row; their outputs are dropped below.
+        # Empty slots and padding rows (all-padding prompts) read position 0 of their row; their outputs are
+        # dropped below.
         local = b // self.processes
         sl = slice(self.process * local, (self.process + 1) * local)
-        out = jax.device_get(self._score(params, global_batch({k_: v[sl] for k_, v in arrays.items()}, self.mesh,
+        out = jax.device_get(self._score(params, global_batch({f: v[sl] for f, v in arrays.items()}, self.mesh,
                                                               self.rules)))
         return [Scored(idx, *(float(out[f][r, j]) for f in ("log_odds", "p_positive", "p_positive_vocab",
                                                              "p_negative_vocab")))
@@ -151,34 +127,33 @@ class Scorer:
         pending: list[tuple[int, Encoded]] = []
         tokens, budget = 0, self.batch_size * self.max_length
 
-        def packs():
-            return [[pending[i] for i in row] for row in
+        def next_batch() -> list[list[tuple[int, Encoded]]]:
+            nonlocal pending, tokens
+            rows = [[pending[i] for i in row] for row in
                     first_fit_decreasing([len(ex) for _, ex in pending], self.max_length, self.pack_max)]
+            pending = [x for row in rows[self.batch_size:] for x in row]
+            tokens = sum(len(ex) for _, ex in pending)
+            return rows[:self.batch_size]
 
         for item in enumerate(examples):
             self._bucket(len(item[1]))          # a prompt longer than the largest bucket is an error, as unpacked
             pending.append(item)
             tokens += len(item[1])
             if tokens >= budget or len(pending) >= self.batch_size * self.pack_max:
-                rows = packs()
-                yield rows[:self.batch_size]
-                pending = [x for row in rows[self.batch_size:] for x in row]
-                tokens = sum(len(ex) for _, ex in pending)
+                yield next_batch()
         while pending:
-            rows = packs()
-            yield rows[:self.batch_size]
-            pending = [x for row in rows[self.batch_size:] for x in row]
+            yield next_batch()
 
     def score(self, params, examples: Iterable[Encoded]) -> Iterator[Scored]:
         """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket (or,
         packed, about one batch of prompts)."""
         if self.pack_max:
             for packs in self._packed_batches(examples):
-                yield from self._run_packed(params, packs)
+                yield from self._run(params, packs, self.max_length)
             return
         for length, rows in length_batches(enumerate(examples), lambda row: self._bucket(len(row[1])),
                                            self.batch_size):
-            yield from self._run(params, rows, length)
+            yield from self._run(params, [[row] for row in rows], length)
 
     def score_all(self, params, examples: Iterable[Encoded],
                   progress: Callable[[int], object] | None = None) -> list[Scored]:

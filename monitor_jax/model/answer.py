@@ -49,11 +49,16 @@ class Unembedding:
         return jnp.einsum(spec, hidden_NxD.astype(jnp.float32), d_logits_NxV)
 
 
-def answer_logits(unembed: Unembed, hidden_BxTxD: jax.Array, position_B: jax.Array, positive_B: jax.Array,
-                  negative_B: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(logits_BxV at `position_B`, the positive label's logit_B, the negative label's logit_B)."""
-    hidden_BxD = jnp.take_along_axis(hidden_BxTxD, position_B[:, None, None], axis=1)[:, 0]
-    logits_BxV = unembed(hidden_BxD)
-    positive_logit_B = jnp.take_along_axis(logits_BxV, positive_B[:, None], axis=1)[:, 0]
-    negative_logit_B = jnp.take_along_axis(logits_BxV, negative_B[:, None], axis=1)[:, 0]
-    return logits_BxV, positive_logit_B, negative_logit_B
+def answer_logits(unembed: Unembed, hidden_BxTxD: jax.Array, position: jax.Array, positive: jax.Array,
+                  negative: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(logits_NxV at the answer positions, the positive label's logit_N, the negative label's logit_N).
+
+    `position`, `positive`, `negative`: [B] (one answer a row, N = B) or [B, K] (packed rows with K answer
+    slots, N = B·K, slot-major within a row).
+    """
+    b = hidden_BxTxD.shape[0]
+    hidden_BxKxD = jnp.take_along_axis(hidden_BxTxD, position.reshape(b, -1)[..., None], axis=1)
+    logits_NxV = unembed(hidden_BxKxD.reshape(-1, hidden_BxTxD.shape[-1]))
+    positive_logit_N = jnp.take_along_axis(logits_NxV, positive.reshape(-1, 1), axis=1)[:, 0]
+    negative_logit_N = jnp.take_along_axis(logits_NxV, negative.reshape(-1, 1), axis=1)[:, 0]
+    return logits_NxV, positive_logit_N, negative_logit_N

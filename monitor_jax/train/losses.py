@@ -40,13 +40,10 @@ def classification_terms(unembed: Unembed, hidden_BxTxD: jax.Array, batch: dict,
     `two_token`: softmax over the positive and negative label tokens only,
     instead of the full vocabulary.
     """
-    b, d = hidden_BxTxD.shape[0], hidden_BxTxD.shape[-1]
-    pos_BxK = jnp.maximum(batch["label_position"].reshape(b, -1), 0)
-    hidden_Nx1xD = jnp.take_along_axis(hidden_BxTxD, pos_BxK[..., None], axis=1).reshape(-1, 1, d)
-    n = hidden_Nx1xD.shape[0]
-    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(unembed, hidden_Nx1xD, jnp.zeros(n, jnp.int32),
-                                                         batch["positive_id"].reshape(n),
-                                                         batch["negative_id"].reshape(n))
+    pos_BxK = jnp.maximum(batch["label_position"].reshape(hidden_BxTxD.shape[0], -1), 0)
+    logits_NxV, pos_logit_N, neg_logit_N = answer_logits(unembed, hidden_BxTxD, pos_BxK, batch["positive_id"],
+                                                         batch["negative_id"])
+    n = logits_NxV.shape[0]
     target_N = jnp.take_along_axis(batch["targets"], pos_BxK, axis=1).reshape(n)
     target_logit_N = jnp.take_along_axis(logits_NxV, target_N[:, None], axis=1)[:, 0]
     if two_token:
