@@ -1,6 +1,6 @@
 """Dense vs flash attention in the classification train step: XLA temporary memory and step time by length.
 
-    python benchmarks/attention.py [--lengths 512,1024,2048,4096 --memory_lengths 8192,16384 --block 512]
+    python benchmarks/attention.py [--lengths 512,1024,2048,4096 --memory_lengths 8192,16384 --block 256]
 
 The dense kernel materialises [B, K, G, T, T] scores (and keeps them for the
 backward pass); the flash kernel scans key blocks with an online softmax and
@@ -24,7 +24,7 @@ def main():
     ap.add_argument("--embed", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--block", type=int, default=512)
+    ap.add_argument("--block", type=int, default=ModelConfig.attention_block)
     ap.add_argument("--lengths", default="512,1024,2048,4096")
     ap.add_argument("--memory_lengths", default="8192,16384", help="compiled memory only (not run)")
     ap.add_argument("--reps", type=int, default=2)

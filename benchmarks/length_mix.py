@@ -82,8 +82,9 @@ def time_training(cfg, rows: list[dict], batch: int) -> tuple[float, int, int, i
     return time.perf_counter() - t0, real, sum(b["tokens"].size for b in batches), len(batches)
 
 
-def time_scoring(cfg, examples: list[Encoded], batch: int, buckets, pack_k: int) -> tuple[float, float]:
-    """(seconds for all examples, real tokens / computed positions), second pass (compiled)."""
+def time_scoring(cfg, examples: list[Encoded], batch: int, buckets, pack_k: int, repeats: int) -> tuple[float, float]:
+    """(median seconds of `repeats` passes over all examples after a compiling pass, real tokens / computed
+    positions). The median: on this shared 2-core machine one pass can take 1.4x another."""
     mesh = make_mesh(data=1, devices=jax.devices()[:1])
     model = create_model(cfg, mesh=mesh)
     scorer = Scorer(nnx.graphdef(model), mesh, batch, buckets, 0, pack_max=pack_k)
@@ -91,9 +92,12 @@ def time_scoring(cfg, examples: list[Encoded], batch: int, buckets, pack_k: int)
     with jax.set_mesh(mesh):
         scorer.score_all(params, examples)
         scorer.real_tokens = scorer.computed_positions = 0
-        t0 = time.perf_counter()
-        scorer.score_all(params, examples)
-    return time.perf_counter() - t0, scorer.real_tokens / scorer.computed_positions
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            scorer.score_all(params, examples)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times)), scorer.real_tokens / scorer.computed_positions
 
 
 def main():
@@ -106,17 +110,33 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--score_examples", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="scoring passes timed (the median is reported)")
+    ap.add_argument("--block", type=int, default=ModelConfig.attention_block, help="flash attention block")
+    ap.add_argument("--parts", default="train,score", help="which tables: train, score or both")
     args = ap.parse_args()
     cfg = ModelConfig(family="qwen3", vocab_size=args.vocab, embed_dim=args.embed, num_layers=args.layers,
                       num_heads=4, num_kv_heads=2, head_dim=args.embed // 4, mlp_dim=4 * args.embed, qk_norm=True,
-                      tie_embeddings=True)
+                      tie_embeddings=True, attention_block=args.block)
     lengths = lengths_of(args.examples, args.max_length)
     rng = np.random.default_rng(1)
     examples = [example(int(n), args.vocab, rng) for n in lengths]
     print(f"{len(lengths)} examples: lengths {lengths.min()}-{lengths.max()}, median {int(np.median(lengths))}, "
           f"mean {lengths.mean():.0f}; max_length {args.max_length}; model d {args.embed}, {args.layers} layers, "
-          f"vocab {args.vocab} ({cfg.num_params() / 1e6:.1f}M params); batch {args.batch} rows; float32; "
+          f"vocab {args.vocab} ({cfg.num_params() / 1e6:.1f}M params); attention block {args.block}; "
+          f"batch {args.batch} rows; float32; "
           f"{os.cpu_count()} CPU cores\n")
+    parts = args.parts.split(",")
+    if "train" in parts:
+        train_table(cfg, examples, args)
+    if "score" in parts:
+        score_table(cfg, examples, args)
+    bins = first_fit_decreasing([len(ex) for ex in examples], args.max_length, args.pack)
+    print(f"\n(first-fit decreasing over all {len(examples)} at once would fill "
+          f"{sum(lengths) / (len(bins) * args.max_length):.1%} of {len(bins)} rows; the training stream packs "
+          f"first-fit decreasing within windows of {PACK_WINDOW} shuffled examples)")
+
+
+def train_table(cfg, examples: list[Encoded], args):
     print("| training, one epoch | rows | examples / row | real tokens / positions | steps | s / step | epoch s | "
           "real tokens / s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -125,19 +145,18 @@ def main():
         s, real, computed, steps = time_training(cfg, rows, args.batch)
         print(f"| {name} | {len(rows)} | {len(examples) / len(rows):.1f} | {real / computed:.1%} | {steps} | "
               f"{s / steps:.2f} | {s:.1f} | {real / s:.0f} |")
+
+
+def score_table(cfg, examples: list[Encoded], args):
     scored = examples[:args.score_examples]
     buckets = tuple(b for b in (256, 512, 1024, 2048, 4096, 8192) if b <= args.max_length)
-    print(f"\n| scoring ({len(scored)} examples, batch {args.batch}) | real tokens / positions | s | "
+    print(f"\n| scoring ({len(scored)} examples, batch {args.batch}) | real tokens / positions | s (median) | "
           f"real tokens / s |")
     print("| --- | --- | --- | --- |")
     real = sum(len(ex) for ex in scored)
     for name, k in ((f"buckets {buckets}", 0), (f"packed (<= {args.pack} a row of {buckets[-1]})", args.pack)):
-        s, fraction = time_scoring(cfg, scored, args.batch, buckets, k)
+        s, fraction = time_scoring(cfg, scored, args.batch, buckets, k, args.repeats)
         print(f"| {name} | {fraction:.1%} | {s:.2f} | {real / s:.0f} |")
-    bins = first_fit_decreasing([len(ex) for ex in examples], args.max_length, args.pack)
-    print(f"\n(first-fit decreasing over all {len(examples)} at once would fill "
-          f"{sum(lengths) / (len(bins) * args.max_length):.1%} of {len(bins)} rows; the training stream packs "
-          f"first-fit decreasing within windows of {PACK_WINDOW} shuffled examples)")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,8 @@ def compiled_temp_mib(cfg: ModelConfig, b: int, length: int, instruction: bool =
         return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
 
 
-def time_hf(cfg, b, t, reps, last_only=False):
-    """(c) full logits and the -100-masked labels, or (d) `last_only`: logits_to_keep=1 and CE on [B, V]."""
+def hf_model(cfg: ModelConfig):
+    """(Qwen3ForCausalLM of `cfg`'s shape in training mode, its AdamW), torch on every core."""
     import torch
     import transformers
 
@@ -113,7 +113,14 @@ def time_hf(cfg, b, t, reps, last_only=False):
                                       num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
                                       head_dim=cfg.head_dim, tie_word_embeddings=cfg.tie_embeddings)
     model = transformers.Qwen3ForCausalLM(hf_cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def time_hf(cfg, b, t, reps, last_only=False):
+    """(c) full logits and the -100-masked labels, or (d) `last_only`: logits_to_keep=1 and CE on [B, V]."""
+    import torch
+
+    model, opt = hf_model(cfg)
     batch = batch_of("cls", b, t, cfg.vocab_size)
     ids = torch.tensor(batch["tokens"], dtype=torch.long)
     labels = torch.full_like(ids, -100)
@@ -139,7 +146,8 @@ def time_hf(cfg, b, t, reps, last_only=False):
     return (time.perf_counter() - t0) / reps
 
 
-def main():
+def model_flags() -> argparse.ArgumentParser:
+    """The model and batch flags this benchmark and benchmarks/step_profile.py share."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocab", type=int, default=151936)
     ap.add_argument("--embed", type=int, default=256)
@@ -147,10 +155,19 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--reps", type=int, default=5)
+    return ap
+
+
+def model_config(args) -> ModelConfig:
+    return ModelConfig(family="qwen3", vocab_size=args.vocab, embed_dim=args.embed, num_layers=args.layers,
+                       num_heads=4, num_kv_heads=2, head_dim=args.embed // 4, mlp_dim=4 * args.embed, qk_norm=True)
+
+
+def main():
+    ap = model_flags()
     ap.add_argument("--memory_lengths", default="256,1024")
     args = ap.parse_args()
-    cfg = ModelConfig(family="qwen3", vocab_size=args.vocab, embed_dim=args.embed, num_layers=args.layers,
-                      num_heads=4, num_kv_heads=2, head_dim=args.embed // 4, mlp_dim=4 * args.embed, qk_norm=True)
+    cfg = model_config(args)
     b, t = args.batch, args.length
     peak = matmul_peak()
     rows = []

@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
         tokenizer="",           # tokenizer directory ("" = hf_path; "demo" = build the demo tokenizer)
         param_dtype="float32", dtype="float32", remat="none",
         attention="flash",      # flash (keys in blocks of attention_block: memory linear in length) | dense
-        attention_block=512)
+        attention_block=256)    # docs/benchmarks.md: 256 beat 512 at every length on CPU
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.data = dict(
         max_length=512,

@@ -204,3 +204,31 @@ def test_a_packed_run_resumes_to_the_uninterrupted_parameters(tmp_path, demo_tok
     rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
     cls_rows = [r["train/cls_rows"] for r in rows if "train/cls_rows" in r]
     assert len(cls_rows) == 6 and min(cls_rows) > 6       # r = 0.75 of 8 rows = 6 rows, more examples
+
+
+def test_the_packed_real_demo_holds_more_real_tokens_in_the_same_positions(smollm2_dir):
+    """configs/demo_real_packed.py against configs/demo_real.py, on the real tokenizer and the demo rows: the
+    same positions a step (8 x 256 against 16 x 128), more of them real tokens and more classification
+    examples a step (the figures in docs/benchmarks.md come from runs of these two configs)."""
+    import runpy
+    from pathlib import Path
+
+    from monitor_jax import assemble
+    from monitor_jax.config import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    stats = {}
+    for name in ("demo_real", "demo_real_packed"):
+        c = runpy.run_path(str(repo / "configs" / f"{name}.py"))["get_config"]()
+        validate(c, 1)
+        c.model.hf_path = str(smollm2_dir)
+        tok, _ = assemble.tokenizer(c)
+        data = assemble.train_data(c, tok)
+        batches = [data[s] for s in range(10)]
+        positions = {b["tokens"].size for b in batches}
+        real = sum(int((b["segment_ids"] > 0).sum()) for b in batches) / sum(b["tokens"].size for b in batches)
+        cls_examples = sum(int((b["label"] >= 0).sum()) for b in batches) / len(batches)
+        stats[name] = positions, real, cls_examples
+    assert stats["demo_real"][0] == stats["demo_real_packed"][0] == {16 * 128}
+    assert stats["demo_real_packed"][1] > stats["demo_real"][1] + 0.1, stats
+    assert stats["demo_real_packed"][2] > stats["demo_real"][2], stats

@@ -96,7 +96,8 @@ def test_packed_scoring_equals_unpacked_in_input_order(model, examples, small_to
     for field in ("log_odds", "p_positive", "p_positive_vocab", "p_negative_vocab"):
         np.testing.assert_allclose([getattr(s, field) for s in got], [getattr(s, field) for s in ref],
                                    atol=1e-5, rtol=1e-5, err_msg=field)
-    assert packed.compilations() == 1                       # one shape: batch x the largest bucket
+    # shapes: the largest bucket or the last batch's smaller one, x a power of two of answer slots per row
+    assert packed.compilations() <= 2 * (pack_max.bit_length() + 1)
     if pack_max > 1:   # the packed batches hold more real tokens per computed position
         assert packed.real_tokens / packed.computed_positions > unpacked.real_tokens / unpacked.computed_positions
 
@@ -110,7 +111,7 @@ def test_a_perturbation_in_one_packed_prompt_leaves_the_others_unchanged(model, 
     tokens = short[0].tokens.copy()
     tokens[1:-1] = (tokens[1:-1] + 1) % small_tokenizer.vocab_size
     changed[0] = type(short[0])(**{**short[0].__dict__, "tokens": tokens})
-    rows = [row for batch in scorer._packed_batches(short) for row in batch]
+    rows = [row for batch, _ in scorer._packed_batches(short) for row in batch]
     assert len(next(row for row in rows if any(i == 0 for i, _ in row))) > 1   # prompt 0 shares its row
     params = nnx.state(model, nnx.Param)
     with jax.set_mesh(mesh):
@@ -118,6 +119,38 @@ def test_a_perturbation_in_one_packed_prompt_leaves_the_others_unchanged(model, 
         after = scorer.score_all(params, changed)
     assert before[0].log_odds != after[0].log_odds
     assert [s.log_odds for s in before[1:]] == [s.log_odds for s in after[1:]]     # bitwise
+
+
+def test_packed_rows_are_full_and_the_last_batch_takes_the_smallest_bucket(model):
+    """Prompts of 20-110 tokens into rows of 128 (buckets 32, 64, 128), 4 rows a batch: every prompt exactly once,
+    no row over its length or `pack_max`, the rows of all but the last batch nearly full (first-fit over several
+    batches of prompts), and the last batch at the smallest bucket that holds what is left in one batch."""
+    from monitor_jax.data.encode import CLASSIFICATION, Encoded
+
+    from monitor_jax.data.pipeline import first_fit_decreasing
+
+    def prompts(lengths):
+        return [Encoded(np.ones(n, np.int32), np.ones(n, np.int32), np.zeros(n, np.float32), label_position=n - 1,
+                        label=0, positive_id=1, negative_id=2, kind=CLASSIFICATION) for n in lengths]
+
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    scorer = Scorer(nnx.graphdef(model), mesh, batch_size=4, buckets=(32, 64, 128), pad_id=0, pack_max=6)
+    examples = prompts(np.random.default_rng(3).integers(20, 111, 203))
+    batches = list(scorer._packed_batches(examples))
+    assert sorted(i for rows, _ in batches for row in rows for i, _ in row) == list(range(len(examples)))
+    for rows, length in batches:
+        assert 0 < len(rows) <= 4
+        assert all(sum(len(ex) for _, ex in row) <= length and len(row) <= 6 for row in rows)
+    *full, (last_rows, last_length) = batches
+    assert {length for _, length in full} == {128}
+    fill = sum(len(ex) for rows, _ in full for row in rows for _, ex in row) / (4 * 128 * len(full))
+    assert fill > 0.93, fill             # 0.898 when each batch is first-fit from one batch of prompts alone
+    left = [len(ex) for row in last_rows for _, ex in row]
+    smaller = [b for b in (32, 64, 128) if b < last_length]
+    assert all(max(left) > b or len(first_fit_decreasing(left, b, 6)) > 4 for b in smaller)
+    # A short stream is all tail: three prompts of 20 take three rows of 32; five take two rows of 64.
+    assert [(len(rows), length) for rows, length in scorer._packed_batches(prompts([20] * 3))] == [(3, 32)]
+    assert [(len(rows), length) for rows, length in scorer._packed_batches(prompts([20] * 5))] == [(2, 64)]
 
 
 def test_first_fit_decreasing_respects_capacity_and_item_count():

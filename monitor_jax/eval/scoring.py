@@ -10,7 +10,9 @@ bucket is padded with masked rows that never reach the results.
 Packed (`pack_max` > 0): several prompts share one row of the largest bucket's
 length (segment ids 1..k keep them from attending to each other; positions
 restart per segment), each with its own answer position, so a batch computes
-mostly real tokens whatever the length mix, under one compiled shape.
+mostly real tokens whatever the length mix. Compiled shapes: row length (the
+largest bucket; the stream's last batch the smallest that holds what is left)
+× answer slots per row (a power of two up to `pack_max`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from monitor_jax.model.answer import answer_logits
 from monitor_jax.parallel.multihost import global_batch
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
+PACK_WINDOW_BATCHES = 4   # packed: batches of prompts first-fit together, of which the fullest batch of rows is scored
 
 
 def score_batch(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> dict:
@@ -93,13 +96,13 @@ class Scorer:
                              f"encode with max_length <= {self.buckets[-1]} (truncation is counted) or add a bucket")
         return self.buckets[i]
 
-    def _run(self, params, packs: list[list[tuple[int, Encoded]]], length: int) -> list[Scored]:
+    def _run(self, params, packs: list[list[tuple[int, Encoded]]], length: int, slots: int = 1) -> list[Scored]:
         """Scores up to a batch of rows of `length` tokens, each holding the prompts of one pack (one prompt a
-        row when unpacked, with one answer slot; `pack_max` slots when packed)."""
-        b, k = self.batch_size, max(self.pack_max, 1)
+        row when unpacked; up to `slots` when packed)."""
+        b = self.batch_size
         arrays = dict(tokens=np.full((b, length), self.pad_id, np.int32), segment_ids=np.zeros((b, length), np.int32),
-                      label_position=np.zeros((b, k), np.int32), positive_id=np.zeros((b, k), np.int32),
-                      negative_id=np.zeros((b, k), np.int32))
+                      label_position=np.zeros((b, slots), np.int32), positive_id=np.zeros((b, slots), np.int32),
+                      negative_id=np.zeros((b, slots), np.int32))
         for r, pack in enumerate(packs):
             at = 0
             for j, (_, ex) in enumerate(pack):
@@ -121,35 +124,52 @@ class Scorer:
                                                              "p_negative_vocab")))
                 for r, pack in enumerate(packs) for j, (idx, _) in enumerate(pack)]
 
-    def _packed_batches(self, examples: Iterable[Encoded]) -> Iterator[list[list[tuple[int, Encoded]]]]:
-        """Batches of packed rows. Prompts gather until they hold a full batch of tokens (so first-fit
-        decreasing fills at least `batch_size` rows); the fullest rows go out, the rest wait for more prompts."""
-        pending: list[tuple[int, Encoded]] = []
-        tokens, budget = 0, self.batch_size * self.max_length
+    def _fullest_rows(self, pending: list[tuple[int, Encoded]], length: int) -> list[list[tuple[int, Encoded]]]:
+        """`pending` first-fit decreasing into rows of `length`, the fullest first."""
+        rows = [[pending[i] for i in row] for row in
+                first_fit_decreasing([len(ex) for _, ex in pending], length, self.pack_max)]
+        return sorted(rows, key=lambda row: -sum(len(ex) for _, ex in row))
 
-        def next_batch() -> list[list[tuple[int, Encoded]]]:
+    def _packed_batches(self, examples: Iterable[Encoded]) -> Iterator[tuple[list[list[tuple[int, Encoded]]], int]]:
+        """(rows, row length) batches. Prompts gather until they hold PACK_WINDOW_BATCHES batches of tokens;
+        first-fit decreasing packs them into rows of the largest bucket and the fullest batch of rows goes out, the rest
+        wait for more prompts (a window of one batch leaves rows short: there are few prompts to choose from).
+        At the end of the stream, what is left goes into rows of the smallest bucket that holds it in one batch
+        (the last batch would otherwise be mostly padding at the largest bucket's length)."""
+        pending: list[tuple[int, Encoded]] = []
+        tokens = 0
+        budget = PACK_WINDOW_BATCHES * self.batch_size * self.max_length      # tokens
+        count = PACK_WINDOW_BATCHES * self.batch_size * self.pack_max         # prompts
+
+        def take(rows, length):
             nonlocal pending, tokens
-            rows = [[pending[i] for i in row] for row in
-                    first_fit_decreasing([len(ex) for _, ex in pending], self.max_length, self.pack_max)]
             pending = [x for row in rows[self.batch_size:] for x in row]
             tokens = sum(len(ex) for _, ex in pending)
-            return rows[:self.batch_size]
+            return rows[:self.batch_size], length
 
         for item in enumerate(examples):
             self._bucket(len(item[1]))          # a prompt longer than the largest bucket is an error, as unpacked
             pending.append(item)
             tokens += len(item[1])
-            if tokens >= budget or len(pending) >= self.batch_size * self.pack_max:
-                yield next_batch()
+            if tokens >= budget or len(pending) >= count:
+                yield take(self._fullest_rows(pending, self.max_length), self.max_length)
         while pending:
-            yield next_batch()
+            longest = max(len(ex) for _, ex in pending)
+            for length in self.buckets[bisect.bisect_left(self.buckets, longest):]:
+                rows = self._fullest_rows(pending, length)
+                if len(rows) <= self.batch_size or length == self.max_length:
+                    yield take(rows, length)
+                    break
 
     def score(self, params, examples: Iterable[Encoded]) -> Iterator[Scored]:
         """Scores in completion order (use `.index` to join back); streams, holding one batch per bucket (or,
-        packed, about one batch of prompts)."""
+        packed, about PACK_WINDOW_BATCHES batches of prompts)."""
         if self.pack_max:
-            for packs in self._packed_batches(examples):
-                yield from self._run(params, packs, self.max_length)
+            for packs, length in self._packed_batches(examples):
+                # Answer slots per row: the batch's fullest row, rounded up to a power of two (a bounded number
+                # of compiled shapes), so a batch of rows holding two prompts each does not unembed `pack_max`.
+                most = max(len(pack) for pack in packs)
+                yield from self._run(params, packs, length, min(1 << (most - 1).bit_length(), self.pack_max))
             return
         for length, rows in length_batches(enumerate(examples), lambda row: self._bucket(len(row[1])),
                                            self.batch_size):

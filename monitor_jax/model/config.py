@@ -66,7 +66,9 @@ class ModelConfig:
     remat: str = "none"                     # none | full | dots | dots_no_batch
     # flash: keys in blocks, memory linear in length; at most one block it is the dense computation.
     attention: str = "flash"                # flash | dense (materialises [B, N, T, S] scores)
-    attention_block: int = 512              # flash: keys per block
+    # 256: on CPU faster than 512 at every length measured, and packed rows waste less on partly visible
+    # block pairs (docs/benchmarks.md, issue 15); not yet measured on an accelerator.
+    attention_block: int = 256              # flash: queries and keys per block
     sharding_rules: Rules = DEFAULT_RULES
     # The config.json this came from (JSON text), kept so export can write back
     # the fields monitor_jax does not model (token ids, generation defaults).
