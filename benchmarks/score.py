@@ -7,9 +7,10 @@ by the same random-init model (weights exported from monitor_jax and loaded by
 transformers). transformers pads every batch to its longest row and computes
 full [B, T, V] logits, reading the answer position; the careful transformers
 user left-pads instead and passes `logits_to_keep=1` (one position unembedded
-per row, like us); the scorer pads to a length bucket and unembeds the answer
-position only. Also: the fraction of computed
-token positions that are real tokens, with and without bucketing.
+per row, like us), and the most careful one also sorts the prompts by length so
+each batch pads little; the scorer pads to a length bucket and unembeds the answer
+position only, and is also run packed and on length-sorted input. Also: the
+fraction of computed token positions that are real tokens.
 """
 from __future__ import annotations
 
@@ -62,31 +63,39 @@ def main():
     save_hf(model, tmp / "hf")
     params = nnx.state(model, nnx.Param)
 
-    def run_ours(bucket_list, pack_max=0):
-        """(seconds, log-odds in input order, real tokens / computed positions) of the second pass."""
+    by_length = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+
+    def run_ours(bucket_list, pack_max=0, sort=False):
+        """(seconds, log-odds in input order, real tokens / computed positions) of the second pass; `sort`:
+        the prompts go in sorted by length (their scores are put back in input order)."""
         scorer = Scorer(nnx.graphdef(model), mesh, args.batch, bucket_list, tok.pad_id, pack_max=pack_max)
+        order = by_length if sort else list(range(len(examples)))
         with jax.set_mesh(mesh):
-            scorer.score_all(params, examples)            # compile every bucket once
+            scorer.score_all(params, [examples[i] for i in order])      # compile every bucket once
             scorer.real_tokens = scorer.computed_positions = 0
             t0 = time.perf_counter()
-            out = scorer.score_all(params, examples)
-        return (time.perf_counter() - t0, np.array([s.log_odds for s in out]),
-                scorer.real_tokens / scorer.computed_positions)
+            out = scorer.score_all(params, [examples[i] for i in order])
+        log_odds = np.empty(len(examples))
+        log_odds[order] = [s.log_odds for s in out]
+        return time.perf_counter() - t0, log_odds, scorer.real_tokens / scorer.computed_positions
 
     s_bucketed, ours, f_bucketed = run_ours(buckets)
     s_single, _, f_single = run_ours((max(buckets),))
     s_packed, ours_packed, f_packed = run_ours(buckets, pack_max=args.pack_max)
-    assert np.abs(ours - ours_packed).max() < 1e-4, np.abs(ours - ours_packed).max()
+    s_sorted, ours_sorted, f_sorted = run_ours(buckets, sort=True)
+    assert max(np.abs(ours - ours_packed).max(), np.abs(ours - ours_sorted).max()) < 1e-4
 
     torch.set_num_threads(os.cpu_count())
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp / "hf"), dtype=torch.float32).eval()
 
-    def run_hf(left: bool):
+    def run_hf(left: bool, order=None):
         """Right padding + full logits read at each answer position, or `left` padding + logits_to_keep=1
-        (every row ends at its answer position; RoPE is relative, so the shift changes nothing)."""
-        scores = []
+        (every row ends at its answer position; RoPE is relative, so the shift changes nothing); batches of
+        the prompts in `order` (default: input order), scores returned in input order."""
+        order = list(range(len(examples))) if order is None else order
+        scores = np.empty(len(examples))
         for i in range(0, len(examples), args.batch):
-            chunk = examples[i:i + args.batch]
+            chunk = [examples[j] for j in order[i:i + args.batch]]
             t = max(len(e) for e in chunk)
             ids = torch.full((len(chunk), t), tok.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -101,22 +110,27 @@ def main():
                     logits = hf(input_ids=ids, attention_mask=mask).logits
             for r, e in enumerate(chunk):
                 row = last[r] if left else logits[r, e.label_position]
-                scores.append(float(row[e.positive_id] - row[e.negative_id]))
-        return np.array(scores)
+                scores[order[i + r]] = float(row[e.positive_id] - row[e.negative_id])
+        return scores
 
     timings = {}
-    for left in (False, True):
-        run_hf(left)
+    for left, order in ((False, None), (True, None), (True, by_length)):
+        run_hf(left, order)
         t0 = time.perf_counter()
-        theirs = run_hf(left)
-        timings[left] = time.perf_counter() - t0
+        theirs = run_hf(left, order)
+        timings[left, order is not None] = time.perf_counter() - t0
         assert np.abs(ours - theirs).max() < 1e-3, (left, np.abs(ours - theirs).max())
-    s_hf, s_peer = timings[False], timings[True]
+    s_hf, s_peer, s_peer_sorted = timings[False, False], timings[True, False], timings[True, True]
 
     real = sum(len(e) for e in examples)
     lengths = np.array([len(e) for e in examples])
-    hf_pos = sum(max(lengths[i:i + args.batch]) * len(lengths[i:i + args.batch])
-                 for i in range(0, len(lengths), args.batch))
+
+    def hf_positions(order):
+        """Positions the peer computes: each batch padded to its longest prompt."""
+        return sum(max(lengths[order[i:i + args.batch]]) * len(order[i:i + args.batch])
+                   for i in range(0, len(order), args.batch))
+
+    hf_pos, hf_pos_sorted = hf_positions(np.arange(len(lengths))), hf_positions(np.array(by_length))
     print(f"{len(examples)} demo prompts, lengths {lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}); "
           f"model {cfg.num_params() / 1e6:.1f}M params, vocab {cfg.vocab_size}; batch {args.batch}; float32; "
           f"{os.cpu_count()} CPU cores. Max |log-odds difference| vs transformers: {np.abs(ours - theirs).max():.1e}\n")
@@ -126,10 +140,13 @@ def main():
     print(f"| monitor_jax, one bucket ({max(buckets)}) | {len(examples) / s_single:.0f} | {f_single:.1%} |")
     print(f"| monitor_jax, packed (<= {args.pack_max} prompts per row of {max(buckets)}) | "
           f"{len(examples) / s_packed:.0f} | {f_packed:.1%} |")
+    print(f"| monitor_jax, buckets, prompts sorted by length first | {len(examples) / s_sorted:.0f} | {f_sorted:.1%} |")
     print(f"| transformers + PyTorch, pad to batch max, full logits | {len(examples) / s_hf:.0f} | "
           f"{real / hf_pos:.1%} |")
     print(f"| transformers + PyTorch, left-pad to batch max, logits_to_keep=1 | {len(examples) / s_peer:.0f} | "
           f"{real / hf_pos:.1%} |")
+    print(f"| transformers + PyTorch, prompts sorted by length, left-pad, logits_to_keep=1 | "
+          f"{len(examples) / s_peer_sorted:.0f} | {real / hf_pos_sorted:.1%} |")
     print("\n(computed positions include the padding rows of each bucket's last, partial batch)")
 
 
