@@ -12,7 +12,9 @@ Same model, batch, float32 and threads as benchmarks/train_step.py's (a) and (d)
    also by kind: dot, scatter/gather, reduce, copy/transpose, elementwise fusion), and `torch.profiler`'s
    `key_averages()` by self CPU time;
 3. per framework, the step's share in matmuls vs memory-bound work (AdamW, the embedding-gradient scatter,
-   other elementwise ops and copies).
+   other elementwise ops and copies);
+4. the backward's hot spots alone (a SwiGLU MLP layer, the label-position readout), forward + backward, in
+   our weight layout, in PyTorch's, and in PyTorch.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -416,6 +419,63 @@ def torch_summary(by_phase, steps: int, step_s: float) -> dict:
     return {k: v / steps / 1e6 / step_s for k, v in parts.items()}
 
 
+# ----------------------------------------------------------------------------------------------- components
+def components(cfg: ModelConfig, b: int, t: int, reps: int) -> list[tuple[str, float, float, float]]:
+    """The two parts of the backward the profile points at, alone, forward + backward, each in both weight
+    layouts and in PyTorch: (name, ours in our layout, ours in PyTorch's layout, PyTorch) seconds.
+    SwiGLU MLP: ours [D, F] gate/up and [F, D] down, PyTorch's nn.Linear [F, D] and [D, F]. Readout: the
+    cross-entropy of [B, V] logits from the label positions' [B, D] hidden states against the unembedding,
+    ours [D, V] (untied), PyTorch's lm_head [V, D]."""
+    import torch
+
+    d, f, v = cfg.embed_dim, cfg.mlp_dim, cfg.vocab_size
+    keys = jax.random.split(jax.random.key(0), 5)
+    x_BxTxD = jax.random.normal(keys[0], (b, t, d))
+    w_df, w_fd = [jax.random.normal(k, (d, f)) * 0.05 for k in keys[1:3]], jax.random.normal(keys[3], (f, d)) * 0.05
+
+    def mlp_ours(w, x):   # gate, up [D, F]; down [F, D]
+        h = jax.nn.silu(jnp.einsum("BTD,DF->BTF", x, w[0])) * jnp.einsum("BTD,DF->BTF", x, w[1])
+        return jnp.sum(jnp.einsum("BTF,FD->BTD", h, w[2]) ** 2)
+
+    def mlp_torch_layout(w, x):   # gate, up [F, D]; down [D, F]
+        h = jax.nn.silu(jnp.einsum("BTD,FD->BTF", x, w[0])) * jnp.einsum("BTD,FD->BTF", x, w[1])
+        return jnp.sum(jnp.einsum("BTF,DF->BTD", h, w[2]) ** 2)
+
+    ours = (w_df[0], w_df[1], w_fd)
+    theirs = tuple(w.T.copy() for w in ours)
+    hidden_BxD = jax.random.normal(keys[4], (b, d))
+    w_dv = jax.random.normal(keys[4], (d, v)) * 0.05
+    target_B = jnp.full((b,), 5)
+
+    def readout(w, h, spec):
+        logits_BxV = jnp.einsum(spec, h, w)
+        return jnp.sum(jax.nn.logsumexp(logits_BxV, -1) - logits_BxV[jnp.arange(b), target_B])
+
+    grad = jax.jit(jax.grad(lambda w, x, fn: fn(w, x), argnums=(0, 1)), static_argnums=2)
+    readout_grad = jax.jit(jax.grad(readout, argnums=(0, 1)), static_argnums=2)
+    rows = [("SwiGLU MLP, one layer", seconds(lambda: grad(ours, x_BxTxD, mlp_ours), reps),
+             seconds(lambda: grad(theirs, x_BxTxD, mlp_torch_layout), reps)),
+            ("label-position readout + CE", seconds(lambda: readout_grad(w_dv, hidden_BxD, "BD,DV->BV"), reps),
+             seconds(lambda: readout_grad(w_dv.T.copy(), hidden_BxD, "BD,VD->BV"), reps))]
+
+    x = torch.tensor(np.asarray(x_BxTxD))
+    gate, up, down = (torch.nn.Linear(d, f, bias=False), torch.nn.Linear(d, f, bias=False),
+                      torch.nn.Linear(f, d, bias=False))
+    head, h = torch.nn.Linear(d, v, bias=False), torch.tensor(np.asarray(hidden_BxD), requires_grad=True)
+    target = torch.full((b,), 5)
+
+    def torch_mlp():
+        for p in (gate.weight, up.weight, down.weight):
+            p.grad = None
+        (down(torch.nn.functional.silu(gate(x)) * up(x)) ** 2).sum().backward()
+
+    def torch_readout():
+        head.weight.grad = h.grad = None
+        torch.nn.functional.cross_entropy(head(h), target, reduction="sum").backward()
+
+    return [(name, a, c, seconds(fn, reps)) for (name, a, c), fn in zip(rows, (torch_mlp, torch_readout))]
+
+
 def print_summary(name: str, parts: dict, matmul_s: float, step_s: float):
     matmuls = parts.get("matmuls", 0.0)
     memory = sum(v for k, v in parts.items() if k != "matmuls")
@@ -480,6 +540,12 @@ def main():
     if jax_rows:
         print_summary("ours", jax_summary(jax_rows, cfg, facts["traced_s"]), flops / peak, facts["traced_s"])
     print_summary("PyTorch", torch_summary(by_phase, args.reps, hf_traced_s), flops / peak, hf_traced_s)
+
+    print("\n## 4. The backward's hot spots alone: forward + backward, each weight layout\n")
+    print("| part | ours, our layout (ms) | ours, PyTorch's layout (ms) | PyTorch (ms) |")
+    print("| --- | --- | --- | --- |")
+    for name, ours_s, ours_torch_layout_s, torch_s in components(cfg, b, t, args.reps):
+        print(f"| {name} | {ours_s * 1e3:.1f} | {ours_torch_layout_s * 1e3:.1f} | {torch_s * 1e3:.1f} |")
 
 
 if __name__ == "__main__":
