@@ -33,8 +33,7 @@ from flax import nnx
 
 from monitor_jax.model import ModelConfig, abstract_model
 from monitor_jax.parallel import make_mesh
-from monitor_jax.train.losses import classification_terms, combine
-from monitor_jax.train.step import batch_counts
+from monitor_jax.train.step import LossConfig, batch_counts, make_micro_loss
 from train_step import (batch_of, hf_model, matmul_peak, model_config, model_flags, step_flops,  # benchmarks/
                         time_hf, time_ours)
 
@@ -67,17 +66,12 @@ def stream_bandwidth(n: int = 2 ** 24, reps: int = 10) -> float:
 
 # ----------------------------------------------------------------------------------------------- ours: phases
 def make_loss(cfg: ModelConfig):
-    """The classification step's loss (micro_loss in train/step.py with instruction=False, one micro-batch,
-    both weights 1), built from the same library functions, so its forward and gradient can be timed alone."""
-    graphdef = nnx.graphdef(abstract_model(cfg))
+    """The classification step's own loss (train/step.py: make_micro_loss with instruction=False, one
+    micro-batch, both weights 1), so its forward and gradient can be timed alone."""
+    micro_loss = make_micro_loss(nnx.graphdef(abstract_model(cfg)), LossConfig(instruction=False))
 
     def loss(params, batch):
-        model = nnx.merge(graphdef, params)
-        hidden_BxTxD = model.hidden_states(batch["tokens"], segment_ids=batch["segment_ids"],
-                                           positions=batch["positions"])
-        ce_N, _, _ = classification_terms(model.unembed, hidden_BxTxD, batch)
-        n_cls, n_sft = batch_counts(batch)
-        return combine(jnp.sum(ce_N), n_cls, jnp.zeros((), jnp.float32), n_sft, 1.0, 1.0, "per_source")
+        return micro_loss(params, batch, *batch_counts(batch), 1.0, 1.0)[0]
 
     return loss
 

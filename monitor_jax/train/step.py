@@ -58,9 +58,9 @@ def batch_counts(batch: dict) -> tuple[jax.Array, jax.Array]:
     return n_cls, n_sft
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
-                    w_cls: Callable, w_sft: Callable) -> Callable:
-    """train_step(state, batch) -> (state, metrics); jit it with `jit_train_step`."""
+def make_micro_loss(graphdef: nnx.GraphDef, loss_cfg: LossConfig) -> Callable:
+    """micro_loss(params, micro, n_cls, n_sft, w_cls, w_sft) -> (loss, aux): one micro-batch's share of the
+    step's loss, normalised by the whole batch's counts; `make_train_step` differentiates it."""
 
     def micro_loss(params, micro, n_cls, n_sft, wc, ws):
         model = nnx.merge(graphdef, params)
@@ -78,6 +78,14 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             aux.update({f"task_{k}": by_task(v, task_N, loss_cfg.num_tasks)
                         for k, v in (("cls_sum", ce_N), ("rows", mask_N), ("correct", correct_N))})
         return loss, aux
+
+    return micro_loss
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
+                    w_cls: Callable, w_sft: Callable) -> Callable:
+    """train_step(state, batch) -> (state, metrics); jit it with `jit_train_step`."""
+    micro_loss = make_micro_loss(graphdef, loss_cfg)
 
     def train_step(state: TrainState, batch: dict):
         n_cls, n_sft = batch_counts(batch)
