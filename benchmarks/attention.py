@@ -1,6 +1,6 @@
 """Dense vs flash attention in the classification train step: XLA temporary memory and step time by length.
 
-    python benchmarks/attention.py [--lengths 512,1024,2048,4096 --memory_lengths 8192,16384 --block 256]
+    python -m benchmarks.attention [--lengths 512,1024,2048,4096 --memory_lengths 8192,16384 --block 256]
 
 The dense kernel materialises [B, K, G, T, T] scores (and keeps them for the
 backward pass); the flash kernel scans key blocks with an online softmax and
@@ -14,8 +14,9 @@ import os
 
 import jax
 
+from benchmarks.common import print_header
+from benchmarks.train_step import compiled_temp_mib, time_ours
 from monitor_jax.model import ModelConfig
-from train_step import compiled_temp_mib, time_ours   # benchmarks/train_step.py
 
 
 def main():
@@ -35,8 +36,7 @@ def main():
     print(f"model: qwen3-style, vocab {base.vocab_size}, d {base.embed_dim}, {base.num_layers} layers, "
           f"{base.num_heads} heads; batch {b}; classification step; float32; flash block {args.block}; "
           f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores\n")
-    print("| length | dense temp | flash temp | dense s / step | flash s / step | flash / dense time |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print_header("length", "dense temp", "flash temp", "dense s / step", "flash s / step", "flash / dense time")
     timed = list(map(int, args.lengths.split(",")))
     memory_only = [int(x) for x in args.memory_lengths.split(",") if x]
     for t in timed + memory_only:

@@ -1,6 +1,6 @@
 """Input pipeline throughput against what a training step consumes, at the demo size.
 
-    python benchmarks/data_throughput.py [--steps 40]
+    python -m benchmarks.data_throughput [--steps 40]
 
 Rows/s through encoding (chat template + tokenizer), packing, the scheduled
 mixture and batching, on one CPU process with no worker threads; against
@@ -11,15 +11,13 @@ prefetch threads then overlap it with the step.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import print_header
 
 
 def main():
@@ -65,8 +63,7 @@ def main():
     step_s = (time.perf_counter() - t0) / n
     print(f"demo config: batch {B}, length {c.data.max_length}, model {model.cfg.num_params() / 1e6:.2f}M params, "
           f"{jax.device_count()} CPU device(s); one-off stream setup {setup_s:.1f} s\n")
-    print("| stage | s / batch | rows / s |")
-    print("| --- | --- | --- |")
+    print_header("stage", "s / batch", "rows / s")
     print(f"| encode + pack + mix + batch (1 process, no threads) | {data_s:.4f} | {B / data_s:.0f} |")
     print(f"| jitted train step (consumes) | {step_s:.4f} | {B / step_s:.0f} |")
     print(f"\ninput / consumption ratio: {step_s / data_s:.1f}x")

@@ -1,6 +1,6 @@
 """Generation throughput: `generate_ids` against transformers' `generate`, same model, same process.
 
-    python benchmarks/generate.py [--batch 16 --new 128 --reps 2] [--skip-real]
+    python -m benchmarks.generate [--batch 16 --new 128 --reps 2] [--skip-real]
 
 Two models:
   qwen3-style   a random-init Qwen3 layout with the real Qwen vocabulary (151936), written by transformers;
@@ -17,18 +17,17 @@ new token. Greedy outputs are compared token for token and the agreement is prin
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from monitor_jax.generate import Sampler  # noqa: E402
-from monitor_jax.model import load_hf  # noqa: E402
+from benchmarks.common import print_header
+from monitor_jax.generate import Sampler
+from monitor_jax.model import load_hf
 
 QWEN3 = dict(vocab_size=151936, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
              num_attention_heads=8, num_key_value_heads=4, head_dim=64, tie_word_embeddings=True,
@@ -63,18 +62,19 @@ def chat_prompts(path: str, n: int) -> list[list[int]]:
 def ours(path, prompts, new, reps, dtype):
     model, _ = load_hf(path, param_dtype=dtype)
     bucket = next(b for b in (64, 128, 256, 512) if b >= max(map(len, prompts)))   # one batch, one bucket
-    sampler = Sampler(model, max_prompt_length=bucket, max_new_tokens=new, batch_size=len(prompts),
+    graphdef, params = nnx.split(model)
+    sampler = Sampler(graphdef, model.cfg, max_prompt_length=bucket, max_new_tokens=new, batch_size=len(prompts),
                       buckets=(bucket,), eos_ids=())
     t0 = time.perf_counter()
-    out = sampler.generate(prompts)
+    out = sampler.generate(prompts, params=params)
     first = time.perf_counter() - t0
     times, prefill = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        out = sampler.generate(prompts)
+        out = sampler.generate(prompts, params=params)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        sampler.generate(prompts, max_new_tokens=1)   # the same program: prefill and the first token only
+        sampler.generate(prompts, params=params, max_new_tokens=1)   # the same program: prefill and the first token only
         prefill.append(time.perf_counter() - t0)
     warm = min(times)
     return [g.ids for g in out], warm, first - warm, min(prefill)
@@ -125,9 +125,9 @@ def main():
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads; {args.dtype}, greedy\n")
-    print("| model | dtype | batch | prompt tokens | new tokens | transformers tok/s | ours tok/s | speed-up | "
-          "transformers s | ours s | ours prefill s | ours ms/decode step | our compile s | rows identical |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print_header("model", "dtype", "batch", "prompt tokens", "new tokens", "transformers tok/s", "ours tok/s",
+                 "speed-up", "transformers s", "ours s", "ours prefill s", "ours ms/decode step", "our compile s",
+                 "rows identical")
     with tempfile.TemporaryDirectory() as tmp:
         path = qwen3_dir(Path(tmp))
         compare("qwen3-style, vocab 151936, 8 layers, d 512", path, ragged(args.batch, QWEN3["vocab_size"]),

@@ -1,6 +1,6 @@
 """Peak host memory while importing a ~1 GB Hugging Face checkpoint, against its size on disk.
 
-    python benchmarks/hf_import_memory.py [--layers 12] [--hidden 1024]
+    python -m benchmarks.hf_import_memory [--layers 12] [--hidden 1024]
 
 Writes a random-init Llama checkpoint with transformers, then imports it with
 `load_hf` in fresh processes (one device; and an 8-way FSDP mesh of simulated
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import print_header
 
 CHILD = r"""
 import json, os, resource, sys, threading, time
@@ -77,8 +79,8 @@ def main():
             rows.append((mode, r))
     gib = 2**30
     print(f"checkpoint on disk: {disk / gib:.3f} GiB (float32), largest tensor {largest / gib:.3f} GiB\n")
-    print("| placement | params held | peak RSS above baseline | peak / disk size | (peak - params) / largest tensor |")
-    print("| --- | --- | --- | --- | --- |")
+    print_header("placement", "params held", "peak RSS above baseline", "peak / disk size",
+                 "(peak - params) / largest tensor")
     for mode, r in rows:
         extra = r["peak"] - r["base"]
         print(f"| {mode} | {r['param_bytes'] / gib:.3f} GiB | {extra / gib:.3f} GiB | {extra / disk:.2f} | "

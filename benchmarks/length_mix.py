@@ -1,6 +1,6 @@
 """Padded vs packed training and scoring on a realistic length mix (issue 15).
 
-    python benchmarks/length_mix.py [--examples 64 --batch 2 --max_length 8192 --pack 16]
+    python -m benchmarks.length_mix [--examples 64 --batch 2 --max_length 8192 --pack 16]
 
 The mix is modelled on the research's data: half conversations (100-800 tokens, log-normal around 250) and
 half agent transcripts (1k-8k tokens, log-normal around 2k, long-tailed), capped at max_length. Tokens are
@@ -21,12 +21,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from monitor_jax.data.encode import CLASSIFICATION, Encoded, pad
-from monitor_jax.data.pipeline import PACK_WINDOW, ListSource, PackedStream, first_fit_decreasing
+from benchmarks.common import fresh_state, one_device_mesh, print_header
+from monitor_jax.data.encode import Encoded, classification_example, pad
+from monitor_jax.data.pipeline import PACK_WINDOW, PackedStream, first_fit_decreasing
+from monitor_jax.data.sources import ListSource
+from monitor_jax.data.tasks import LabelIds
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.model import ModelConfig, create_model
-from monitor_jax.parallel import make_mesh
-from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+from monitor_jax.train.step import LossConfig, jit_train_step, make_train_step
 
 POSITIVE, NEGATIVE = 5, 6
 
@@ -41,12 +43,7 @@ def lengths_of(n: int, max_length: int, seed: int = 0) -> np.ndarray:
 
 def example(length: int, vocab: int, rng: np.random.Generator) -> Encoded:
     tokens = rng.integers(10, vocab, length).astype(np.int32)
-    label = int(rng.integers(0, 2))
-    targets = np.append(tokens[1:], POSITIVE if label else NEGATIVE).astype(np.int32)
-    weights = np.zeros(length, np.float32)
-    weights[-1] = 1
-    return Encoded(tokens, targets, weights, label_position=length - 1, label=label, positive_id=POSITIVE,
-                   negative_id=NEGATIVE, kind=CLASSIFICATION)
+    return classification_example(tokens, int(rng.integers(0, 2)), LabelIds(POSITIVE, NEGATIVE))
 
 
 def train_rows(examples: list[Encoded], max_length: int, pack_k: int) -> list[dict]:
@@ -62,10 +59,7 @@ def train_rows(examples: list[Encoded], max_length: int, pack_k: int) -> list[di
 def time_training(cfg, rows: list[dict], batch: int) -> tuple[float, int, int, int]:
     """(seconds, real tokens, computed positions, steps) of one epoch: every row, `batch` rows a step (after a
     compiling step)."""
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
-    model = create_model(cfg, mesh=mesh)
-    optimizer = optax.adamw(1e-4)
-    state = init_state(model, optimizer, mesh)
+    mesh, model, optimizer, state = fresh_state(cfg)
     step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
                            optax.constant_schedule(1.0), optax.constant_schedule(1.0))
     batches = [{k: np.stack([r[k] for r in rows[i:i + batch]]) for k in rows[0]}
@@ -85,7 +79,7 @@ def time_training(cfg, rows: list[dict], batch: int) -> tuple[float, int, int, i
 def time_scoring(cfg, examples: list[Encoded], batch: int, buckets, pack_k: int, repeats: int) -> tuple[float, float]:
     """(median seconds of `repeats` passes over all examples after a compiling pass, real tokens / computed
     positions). The median: on this shared 2-core machine one pass can take 1.4x another."""
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    mesh = one_device_mesh()
     model = create_model(cfg, mesh=mesh)
     scorer = Scorer(nnx.graphdef(model), mesh, batch, buckets, 0, pack_max=pack_k)
     params = nnx.state(model, nnx.Param)
@@ -137,9 +131,8 @@ def main():
 
 
 def train_table(cfg, examples: list[Encoded], args):
-    print("| training, one epoch | rows | examples / row | real tokens / positions | steps | s / step | epoch s | "
-          "real tokens / s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print_header("training, one epoch", "rows", "examples / row", "real tokens / positions", "steps", "s / step",
+                 "epoch s", "real tokens / s")
     for name, k in (("padded (one example a row)", 0), (f"packed (<= {args.pack} a row)", args.pack)):
         rows = train_rows(examples, args.max_length, k)
         s, real, computed, steps = time_training(cfg, rows, args.batch)
@@ -150,9 +143,9 @@ def train_table(cfg, examples: list[Encoded], args):
 def score_table(cfg, examples: list[Encoded], args):
     scored = examples[:args.score_examples]
     buckets = tuple(b for b in (256, 512, 1024, 2048, 4096, 8192) if b <= args.max_length)
-    print(f"\n| scoring ({len(scored)} examples, batch {args.batch}) | real tokens / positions | s (median) | "
-          f"real tokens / s |")
-    print("| --- | --- | --- | --- |")
+    print()
+    print_header(f"scoring ({len(scored)} examples, batch {args.batch})", "real tokens / positions", "s (median)",
+                 "real tokens / s")
     real = sum(len(ex) for ex in scored)
     for name, k in ((f"buckets {buckets}", 0), (f"packed (<= {args.pack} a row of {buckets[-1]})", args.pack)):
         s, fraction = time_scoring(cfg, scored, args.batch, buckets, k, args.repeats)

@@ -1,6 +1,6 @@
 """The real SmolLM2-135M-Instruct: classification train step and scorer against transformers + PyTorch.
 
-    python benchmarks/real_model.py [--batch 16 --length 128 --rows 192 --reps 3]
+    python -m benchmarks.real_model [--batch 16 --length 128 --rows 192 --reps 3]
 
 Rows are demo-suite prompts under the demo tasks, tokenized by the checkpoint's own tokenizer and chat
 template (labels `Yes`/`No`). Same model (the GGUF converted once, monitor_jax/model/gguf.py), batch, lengths,
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -23,17 +21,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from monitor_jax.data import demo, research  # noqa: E402
-from monitor_jax.data.encode import ClassificationEncoder, pad  # noqa: E402
-from monitor_jax.data.pipeline import stack  # noqa: E402
-from monitor_jax.eval.scoring import Scorer  # noqa: E402
-from monitor_jax.model import load_hf  # noqa: E402
-from monitor_jax.model.gguf import SMOLLM2, resolve_model_path  # noqa: E402
-from monitor_jax.model.tokenizer import load_tokenizer  # noqa: E402
-from monitor_jax.parallel import make_mesh  # noqa: E402
-from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step  # noqa: E402
+from benchmarks.common import one_device_mesh, print_header, seconds, torch_classification_step
+from monitor_jax.data import demo, research
+from monitor_jax.data.encode import ClassificationEncoder, pad
+from monitor_jax.data.pipeline import stack
+from monitor_jax.eval.scoring import Scorer
+from monitor_jax.model import load_hf
+from monitor_jax.model.gguf import SMOLLM2, resolve_model_path
+from monitor_jax.model.tokenizer import load_tokenizer
+from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
 
 LR = 1e-4
 
@@ -47,17 +43,9 @@ def examples_of(tok, domains, n, length):
     return [out[i] for i in order]
 
 
-def timed(fn, reps):
-    fn()                                   # compile / warm up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
-
-
 # ------------------------------------------------------------------ train step
 def ours_step(path, examples, length, reps):
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    mesh = one_device_mesh()
     model, cfg = load_hf(path, mesh=mesh)
     optimizer = optax.adamw(LR)
     state = init_state(model, optimizer, mesh)
@@ -72,7 +60,7 @@ def ours_step(path, examples, length, reps):
         jax.block_until_ready(m)
 
     with jax.set_mesh(mesh):
-        return timed(run, reps)
+        return seconds(run, reps)
 
 
 def torch_step(path, examples, length, reps, keep_last):
@@ -94,22 +82,12 @@ def torch_step(path, examples, length, reps, keep_last):
             ids[r, :n], mask[r, :n + 1] = torch.tensor(ex.tokens), 1
             ids[r, n], labels[r, n] = target[r], target[r]
 
-    def run():
-        opt.zero_grad()
-        if keep_last:
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-            loss = torch.nn.functional.cross_entropy(logits, target)
-        else:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-
-    return timed(run, reps)
+    return seconds(torch_classification_step(model, opt, ids, mask, labels, target, keep_last), reps)
 
 
 # ------------------------------------------------------------------ scoring
 def ours_score(path, examples, batch, buckets):
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    mesh = one_device_mesh()
     model, _ = load_hf(path, mesh=mesh)
     scorer = Scorer(nnx.graphdef(model), mesh, batch, buckets, 0)
     params = nnx.state(model, nnx.Param)
@@ -119,7 +97,7 @@ def ours_score(path, examples, batch, buckets):
         out["scores"] = scorer.score_all(params, examples)
 
     with jax.set_mesh(mesh):
-        s = timed(run, 1)
+        s = seconds(run, 1)
     return s, np.array([x.log_odds for x in out["scores"]])
 
 
@@ -150,7 +128,7 @@ def torch_score(path, examples, batch, keep_last):
                 scores.append(float(logits[r, e.positive_id] - logits[r, e.negative_id]))
         out["scores"] = np.array(scores)
 
-    s = timed(run, 1)
+    s = seconds(run, 1)
     return s, out["scores"]
 
 
@@ -176,8 +154,7 @@ def main():
              torch_step(path, train_rows, t, args.reps, True))]
     print(f"SmolLM2-135M-Instruct (converted from {SMOLLM2}), float32, {os.cpu_count()} CPU cores, one process; "
           f"train batch {b} x length {t} ({real} real tokens: chem_harm and cyber_harm rows), AdamW\n")
-    print("| train step | s / step | tokens / s (computed positions) | vs ours |")
-    print("| --- | --- | --- | --- |")
+    print_header("train step", "s / step", "tokens / s (computed positions)", "vs ours")
     for name, s in rows:
         print(f"| {name} | {s:.2f} | {b * t / s:.0f} | {s / rows[0][1]:.2f}x |")
 
@@ -191,8 +168,7 @@ def main():
     print(f"\n{len(score_rows)} demo prompts (chem_harm, control_arena, covert_reasoning, imdb), lengths "
           f"{lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}), batch {b}; max |log-odds difference| "
           f"vs transformers: full logits {np.abs(ours - full).max():.1e}, logits_to_keep {np.abs(ours - last).max():.1e}\n")
-    print("| scorer | rows / s | vs ours |")
-    print("| --- | --- | --- |")
+    print_header("scorer", "rows / s", "vs ours")
     for name, s in ((f"monitor_jax, buckets {buckets}", s_ours),
                     ("transformers + PyTorch, right padding to batch max, full logits", s_full),
                     ("transformers + PyTorch, left padding, logits_to_keep=1", s_last)):

@@ -1,6 +1,6 @@
 """Diagnostic: is the monitor signal in SmolLM2-135M-Instruct's frozen representations?
 
-    python benchmarks/real_probe.py [--train 400 --test 200]
+    python -m benchmarks.real_probe [--train 400 --test 200]
 
 Reads the final hidden state at the answer position (the vector the "Yes"/"No" logits are read from) for
 demo-suite rows under each domain's prompt, fits a scikit-learn logistic regression on one or two domains'
@@ -10,20 +10,17 @@ shows which held-out domains share a direction with the trained ones before any 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from monitor_jax.data import demo, research  # noqa: E402
-from monitor_jax.data.encode import ClassificationEncoder  # noqa: E402
-from monitor_jax.model import load_hf  # noqa: E402
-from monitor_jax.model.gguf import SMOLLM2, resolve_model_path  # noqa: E402
-from monitor_jax.model.tokenizer import load_tokenizer  # noqa: E402
+from benchmarks.common import print_header
+from monitor_jax.data import demo, research
+from monitor_jax.data.encode import ClassificationEncoder
+from monitor_jax.model import load_hf
+from monitor_jax.model.gguf import SMOLLM2, resolve_model_path
+from monitor_jax.model.tokenizer import load_tokenizer
 
 LENGTH, BATCH = 144, 32
 
@@ -61,8 +58,7 @@ def main():
     data = {d: (features(d, "train", args.train), features(d, "test", args.test)) for d in domains}
     print(f"SmolLM2-135M-Instruct, frozen; logistic regression (C=0.1) on the answer-position hidden state; "
           f"{args.train} train rows per trained domain, {args.test} test rows per domain\n")
-    print("| trained on | " + " | ".join(domains) + " |")
-    print("| --- |" + " --- |" * len(domains))
+    print_header("trained on", *domains)
     for trained in (("chem_harm",), ("cyber_harm",), ("chem_harm", "cyber_harm")):
         x = np.concatenate([data[d][0][0] for d in trained])
         y = np.concatenate([data[d][0][1] for d in trained])

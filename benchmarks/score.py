@@ -1,6 +1,6 @@
 """Scoring throughput: the jitted bucketed scorer against transformers + PyTorch, same rows.
 
-    python benchmarks/score.py [--rows 256 --batch 16]
+    python -m benchmarks.score [--rows 256 --batch 16]
 
 Rows are demo-suite prompts (chemistry and agent domains, mixed lengths) scored
 by the same random-init model (weights exported from monitor_jax and loaded by
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import one_device_mesh, print_header
 
 
 def main():
@@ -44,7 +43,6 @@ def main():
     from monitor_jax.data.encode import ClassificationEncoder
     from monitor_jax.eval.scoring import Scorer
     from monitor_jax.model import ModelConfig, create_model, save_hf
-    from monitor_jax.parallel import make_mesh
 
     tmp = Path(tempfile.mkdtemp())
     tok = demo.build_demo_tokenizer(tmp / "tok")
@@ -58,7 +56,7 @@ def main():
     examples = [examples[i] for i in order]
     cfg = ModelConfig(family="qwen3", vocab_size=args.model_vocab or tok.vocab_size, embed_dim=256, num_layers=4,
                       num_heads=4, num_kv_heads=2, head_dim=64, mlp_dim=1024, qk_norm=True, tie_embeddings=True)
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    mesh = one_device_mesh()
     model = create_model(cfg, mesh=mesh)
     save_hf(model, tmp / "hf")
     params = nnx.state(model, nnx.Param)
@@ -134,8 +132,7 @@ def main():
     print(f"{len(examples)} demo prompts, lengths {lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}); "
           f"model {cfg.num_params() / 1e6:.1f}M params, vocab {cfg.vocab_size}; batch {args.batch}; float32; "
           f"{os.cpu_count()} CPU cores. Max |log-odds difference| vs transformers: {np.abs(ours - theirs).max():.1e}\n")
-    print("| scorer | rows / s | real tokens / computed positions |")
-    print("| --- | --- | --- |")
+    print_header("scorer", "rows / s", "real tokens / computed positions")
     print(f"| monitor_jax, buckets {buckets} | {len(examples) / s_bucketed:.0f} | {f_bucketed:.1%} |")
     print(f"| monitor_jax, one bucket ({max(buckets)}) | {len(examples) / s_single:.0f} | {f_single:.1%} |")
     print(f"| monitor_jax, packed (<= {args.pack_max} prompts per row of {max(buckets)}) | "

@@ -1,6 +1,6 @@
 """Where the time of one classification train step goes: our JAX step and the transformers + PyTorch peer.
 
-    python benchmarks/step_profile.py [--vocab 151936 --embed 256 --layers 4 --batch 8 --length 256 --reps 5]
+    python -m benchmarks.step_profile [--vocab 151936 --embed 256 --layers 4 --batch 8 --length 256 --reps 5]
 
 Same model, batch, float32 and threads as benchmarks/train_step.py's (a) and (d) rows: our classification step
 (`make_train_step`, `LossConfig(instruction=False)`, `jit_train_step`) and Qwen3ForCausalLM with left padding,
@@ -31,24 +31,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from benchmarks.common import one_device_mesh, print_header, seconds
+from benchmarks.train_step import (batch_of, hf_model, matmul_peak, model_config, model_flags, step_flops, time_hf,
+                                   time_ours)
 from monitor_jax.model import ModelConfig, abstract_model
-from monitor_jax.parallel import make_mesh
 from monitor_jax.train.step import LossConfig, batch_counts, make_micro_loss
-from train_step import (batch_of, hf_model, matmul_peak, model_config, model_flags, step_flops,  # benchmarks/
-                        time_hf, time_ours)
 
 TOP = 12
 ADAMW_BYTES = 7 * 4   # float32 AdamW reads param, grad, mu, nu and writes param, mu, nu: 7 words a parameter
-
-
-def seconds(fn, reps: int) -> float:
-    """Mean wall time of `fn()` after one warm-up call (compilation, first-touch allocation)."""
-    jax.block_until_ready(fn())
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / reps
 
 
 def stream_bandwidth(n: int = 2 ** 24, reps: int = 10) -> float:
@@ -316,8 +306,7 @@ def param_split(cfg: ModelConfig, state) -> list[tuple[str, int]]:
 
 
 def print_phases(s_ours: dict, s_hf: dict):
-    print("| phase | ours s / step | ours share | PyTorch s / step | PyTorch share | PyTorch / ours |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print_header("phase", "ours s / step", "ours share", "PyTorch s / step", "PyTorch share", "PyTorch / ours")
     labels = dict(forward="forward to the loss (no backward)", forward_backward="forward + backward (no optimizer)",
                   optimizer="AdamW update alone", full="full step")
     for key, label in labels.items():
@@ -343,21 +332,20 @@ def print_jax_profile(rows, facts, s_full: float):
           + f"; traced step {step:.4f} s (untraced {s_full:.4f} s); op durations sum to {total / 1e6:.1f} ms / "
           f"step, and some op is running during {facts['covered_s'] * 1e3:.1f} ms of it (a sum above that: ops "
           f"ran concurrently). Shares are of the traced step.\n")
-    print("| HLO op | kind | JAX op (metadata) | output | ms / step | % of step |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print_header("HLO op", "kind", "JAX op (metadata)", "output", "ms / step", "% of step")
     for op, kind, op_name, _, dims, _, ns in rows[:TOP]:
         print(f"| {op} | {kind} | {short_op_name(op_name)} | [{', '.join(map(str, dims))}] | {ns / 1e6:.2f} | "
               f"{ns / 1e9 / step:.1%} |")
-    print("\n| kind | ops | ms / step | % of step |")
-    print("| --- | --- | --- | --- |")
+    print()
+    print_header("kind", "ops", "ms / step", "% of step")
     kinds = collections.defaultdict(lambda: [0, 0.0])
     for _, kind, *_, ns in rows:
         kinds[kind][0] += 1
         kinds[kind][1] += ns
     for kind, (n, ns) in sorted(kinds.items(), key=lambda kv: -kv[1][1]):
         print(f"| {kind} | {n} | {ns / 1e6:.2f} | {ns / 1e9 / step:.1%} |")
-    print("\n| part of the step (the op's JAX metadata) | ms / step | % of step |")
-    print("| --- | --- | --- |")
+    print()
+    print_header("part of the step (the op's JAX metadata)", "ms / step", "% of step")
     in_scan = sum(r[-1] for r in rows if r[3])
     for label, ns in (("inside the scan: forward + backward", in_scan),
                       ("outside it: AdamW update, gradient and parameter norms", total - in_scan)):
@@ -387,8 +375,7 @@ def print_torch_profile(averages, by_phase, steps: int, traced_s: float, s_full:
     total = sum(e.self_cpu_time_total for e in averages) / steps
     print(f"profile: {len(averages)} distinct ops and ranges; traced step {traced_s:.4f} s (untraced "
           f"{s_full:.4f} s); self CPU times sum to {total / 1e3:.1f} ms / step. Shares are of the traced step.\n")
-    print("| op | calls / step | self ms / step | % of step | where (share of its self time) |")
-    print("| --- | --- | --- | --- | --- |")
+    print_header("op", "calls / step", "self ms / step", "% of step", "where (share of its self time)")
     for e in averages[:TOP]:
         phases = by_phase[e.key]
         where = ", ".join(f"{p} {us / sum(phases.values()):.0%}" for p, us in phases.most_common()
@@ -489,7 +476,7 @@ def main():
     s_ours = {}
     s_ours["full"], jitted, state, batch = time_ours(cfg, "cls", b, t, args.reps)
     split = param_split(cfg, state)
-    with jax.set_mesh(make_mesh(data=1, devices=jax.devices()[:1])):
+    with jax.set_mesh(one_device_mesh()):
         state, jax_rows, facts = profile_ours(jitted, state, batch, args.reps)
         s_ours.update(phases_ours(cfg, state, batch, args.reps))
     del state
@@ -509,8 +496,7 @@ def main():
     n_params = sum(n for _, n in split)
     print(f"\nAdamW moves {ADAMW_BYTES} bytes a float32 parameter (reads param, grad, mu, nu; writes param, mu, "
           f"nu), the same in both frameworks:\n")
-    print("| parameters | count | share | AdamW traffic / step | at measured bandwidth |")
-    print("| --- | --- | --- | --- | --- |")
+    print_header("parameters", "count", "share", "AdamW traffic / step", "at measured bandwidth")
     hf_total = sum(p.numel() for p in model.parameters())
     for name, n in split + [("total (ours)", n_params), ("total (PyTorch model)", hf_total)]:
         print(f"| {name} | {n / 1e6:.2f}M | {n / n_params:.0%} | {n * ADAMW_BYTES / 1e6:.0f} MB | "
@@ -536,8 +522,7 @@ def main():
     print_summary("PyTorch", torch_summary(by_phase, args.reps, hf_traced_s), flops / peak, hf_traced_s)
 
     print("\n## 4. The backward's hot spots alone: forward + backward, each weight layout\n")
-    print("| part | ours, our layout (ms) | ours, PyTorch's layout (ms) | PyTorch (ms) |")
-    print("| --- | --- | --- | --- |")
+    print_header("part", "ours, our layout (ms)", "ours, PyTorch's layout (ms)", "PyTorch (ms)")
     for name, ours_s, ours_torch_layout_s, torch_s in components(cfg, b, t, args.reps):
         print(f"| {name} | {ours_s * 1e3:.1f} | {ours_torch_layout_s * 1e3:.1f} | {torch_s * 1e3:.1f} |")
 

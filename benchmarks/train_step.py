@@ -1,6 +1,6 @@
 """Train-step throughput and MFU: our classification step, our instruction step, HF transformers + PyTorch.
 
-    python benchmarks/train_step.py [--vocab 151936 --embed 256 --layers 4 --batch 8 --length 256]
+    python -m benchmarks.train_step [--vocab 151936 --embed 256 --layers 4 --batch 8 --length 256]
 
 (a) classification-only: hidden states gathered at the label position, [B, V] logits;
 (b) instruction-only: chunked cross-entropy over every position;
@@ -21,24 +21,18 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
+from benchmarks.common import fresh_state, print_header, seconds, torch_classification_step
 from monitor_jax.data.mixing import optax_schedule
-from monitor_jax.model import ModelConfig, create_model
-from monitor_jax.parallel import make_mesh
-from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+from monitor_jax.model import ModelConfig
+from monitor_jax.train.step import LossConfig, jit_train_step, make_train_step
 
 
 def matmul_peak(n=2048, reps=10) -> float:
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = f(a)
-    out.block_until_ready()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    return 2 * n ** 3 / seconds(lambda: f(a), reps)
 
 
 def step_flops(cfg: ModelConfig, batch: int, length: int, unembed_positions: int) -> float:
@@ -67,16 +61,17 @@ def batch_of(kind: str, b: int, t: int, vocab: int, seed: int = 0) -> dict:
                 truncated=np.zeros(b, np.int32))
 
 
-def time_ours(cfg, kind, b, t, reps, mixed_path=False):
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
-    model = create_model(cfg, mesh=mesh)
-    optimizer = optax.adamw(1e-4)
-    state = init_state(model, optimizer, mesh)
-    step = make_train_step(nnx.graphdef(model), optimizer,
-                           LossConfig(chunk_size=min(128, t), instruction=kind != "cls" or mixed_path),
+def jitted_step(cfg: ModelConfig, kind: str, b: int, t: int, instruction: bool):
+    """(mesh, jitted train step, fresh state, a `kind` batch of b x t) of a random-init `cfg` on one device."""
+    mesh, model, optimizer, state = fresh_state(cfg)
+    step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(chunk_size=min(128, t), instruction=instruction),
                            optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
     batch = batch_of(kind, b, t, cfg.vocab_size)
-    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
+    return mesh, jit_train_step(step, state, mesh, batch, cfg.sharding_rules), state, batch
+
+
+def time_ours(cfg, kind, b, t, reps, mixed_path=False):
+    mesh, jitted, state, batch = jitted_step(cfg, kind, b, t, instruction=kind != "cls" or mixed_path)
     with jax.set_mesh(mesh):
         state, m = jitted(state, batch)
         jax.block_until_ready(m)
@@ -89,15 +84,7 @@ def time_ours(cfg, kind, b, t, reps, mixed_path=False):
 
 def compiled_temp_mib(cfg: ModelConfig, b: int, length: int, instruction: bool = False) -> float:
     """XLA temporary memory (MiB) of the compiled step on a classification batch."""
-    mesh = make_mesh(data=1, devices=jax.devices()[:1])
-    model = create_model(cfg, mesh=mesh)
-    optimizer = optax.adamw(1e-4)
-    state = init_state(model, optimizer, mesh)
-    step = make_train_step(nnx.graphdef(model), optimizer,
-                           LossConfig(chunk_size=min(128, length), instruction=instruction),
-                           optax_schedule("constant", value=1.0), optax_schedule("constant", value=1.0))
-    batch = batch_of("cls", b, length, cfg.vocab_size)
-    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
+    mesh, jitted, state, batch = jitted_step(cfg, "cls", b, length, instruction)
     with jax.set_mesh(mesh):
         return jitted.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
 
@@ -128,22 +115,8 @@ def time_hf(cfg, b, t, reps, last_only=False):
     mask = torch.ones_like(ids)
 
     target = torch.full((b,), 5, dtype=torch.long)
-
-    def step():
-        opt.zero_grad()
-        if last_only:   # every row ends at its label position (left padding), so the last logits are the answer's
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-            loss = torch.nn.functional.cross_entropy(logits, target)
-        else:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-
-    step()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        step()
-    return (time.perf_counter() - t0) / reps
+    # last_only: every row ends at its label position (left padding), so the last logits are the answer's.
+    return seconds(torch_classification_step(model, opt, ids, mask, labels, target, last_only), reps)
 
 
 def model_flags() -> argparse.ArgumentParser:
@@ -184,8 +157,7 @@ def main():
     print(f"model: qwen3-style, vocab {cfg.vocab_size}, d {cfg.embed_dim}, {cfg.num_layers} layers, "
           f"{cfg.num_params() / 1e6:.1f}M params; batch {b} x length {t}; float32; "
           f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n")
-    print("| step | s / step | tokens / s | analytic GFLOP / step | MFU |")
-    print("| --- | --- | --- | --- | --- |")
+    print_header("step", "s / step", "tokens / s", "analytic GFLOP / step", "MFU")
     for name, s, flops in rows:
         print(f"| {name} | {s:.3f} | {b * t / s:.0f} | {flops / 1e9:.1f} | {flops / s / peak:.1%} |")
     print(f"\nclassification step speed-up over transformers + PyTorch: {s_hf / s_cls:.2f}x with full logits (c), "
@@ -198,9 +170,8 @@ def main():
 
     print(f"\nXLA temporary memory of the step on a classification batch (batch {b}); the vocabulary-dependent "
           f"part is the difference between vocab {cfg.vocab_size} and {small_vocab}:\n")
-    print(f"| length | run | temp, vocab {cfg.vocab_size} | temp, vocab {small_vocab} | vocabulary-dependent | "
-          f"[B, T, V] logits would add |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print_header("length", "run", f"temp, vocab {cfg.vocab_size}", f"temp, vocab {small_vocab}", "vocabulary-dependent",
+                 "[B, T, V] logits would add")
     for length in map(int, args.memory_lengths.split(",")):
         for mixed in (False, True):
             big, small = temp_mib(cfg.vocab_size, length, mixed), temp_mib(small_vocab, length, mixed)

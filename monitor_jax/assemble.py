@@ -8,10 +8,11 @@ checkpoint manager, or restores parameters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import grain
 import jax
@@ -25,21 +26,23 @@ from monitor_jax import checkpoints
 from monitor_jax.data import tasks as task_registry
 from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import make_schedule, optax_schedule
-from monitor_jax.data.pipeline import open_rows, train_batches
-from monitor_jax.config import eval_names, inline_tasks, model_config, model_overrides
+from monitor_jax.data.pipeline import train_batches
+from monitor_jax.data.sources import open_source
+from monitor_jax.config import eval_names, inline_tasks, model_config, section
 from monitor_jax.errors import CheckpointError, ConfigError
+from monitor_jax.eval import modes
 from monitor_jax.eval.evaluator import Evaluator, make_eval_set, unique_names
 from monitor_jax.eval.scoring import Scorer
-from monitor_jax.eval.summarize import Judge, SummaryEncoder
-from monitor_jax.eval.thinking import ThinkingEncoder
+from monitor_jax.eval.summarize import Judge
 from monitor_jax.generate import Sampler
 from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
 from monitor_jax.model.gguf import resolve_model_path
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
 from monitor_jax.parallel import make_mesh
 from monitor_jax.parallel.multihost import sync
-from monitor_jax.train.optimizer import OptimConfig, adamw
-from monitor_jax.train.step import LossConfig, TrainState, init_state, make_train_step
+from monitor_jax.train.optimizer import adamw
+from monitor_jax.train.step import TrainState, init_state, make_train_step
+from monitor_jax.train.trainer import LoopConfig
 
 Config = ml_collections.ConfigDict
 # The task registry's extension point: modules that register tasks when imported. Configs name tasks from
@@ -52,15 +55,25 @@ def register_tasks() -> None:
         importlib.import_module(module)
 
 
+class Tasks:
+    """The run's task table, built once: the config's own tasks (`tasks`) over the registered ones."""
+
+    def __init__(self, c: Config):
+        register_tasks()
+        self.inline = inline_tasks(c)
+        clash = sorted(set(self.inline) & set(task_registry.registered()))
+        if clash:
+            raise ConfigError(f"tasks: {clash} are registered tasks already (monitor_jax.assemble.TASK_LIBRARIES); "
+                              f"give the config's own tasks other names")
+
+    def __call__(self, name: str):
+        """A task by name: the config's own, else a registered one (an unknown name is a TaskError)."""
+        return self.inline[name] if name in self.inline else task_registry.get(name)
+
+
 def task(c: Config, name: str):
-    """A task by name: the config's own (`tasks`), else a registered one."""
-    register_tasks()
-    inline = inline_tasks(c)
-    clash = sorted(set(inline) & set(task_registry.registered()))
-    if clash:
-        raise ConfigError(f"tasks: {clash} are registered tasks already (monitor_jax.assemble.TASK_LIBRARIES); "
-                          f"give the config's own tasks other names")
-    return inline[name] if name in inline else task_registry.get(name)
+    """One task by name, for callers that need no more (a command's --task); runs build `Tasks` once."""
+    return Tasks(c)(name)
 
 
 def check_inline_labels(c: Config, tok: Tokenizer) -> None:
@@ -68,9 +81,8 @@ def check_inline_labels(c: Config, tok: Tokenizer) -> None:
     marker, for a task that has one), checked when the tokenizer is known; the error names the key."""
     for i, t in enumerate(inline_tasks(c).values()):
         if isinstance(t, task_registry.ClassificationTask):
-            scored = dataclasses.replace(t, answer_prefix=t.answer_marker) if t.answer_marker else t
             try:
-                scored.label_ids(tok, {f: "x" for f in t.fields})
+                task_registry.resolve_label_ids(t, tok, after_marker=bool(t.answer_marker))
             except task_registry.TaskError as e:
                 raise ConfigError(f"tasks[{i}].positive/negative: {e}") from None
 
@@ -113,7 +125,7 @@ def check_vocab(model_vocab: int, tok: Tokenizer, model_path: str) -> None:
 
 
 def _import_hf(path: str | Path, c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
-    m, cfg = load_hf(path, mesh=device_mesh, **model_overrides(c))
+    m, cfg = load_hf(path, mesh=device_mesh, **section(c, "model").overrides())
     check_vocab(cfg.vocab_size, tok, str(path))
     return m
 
@@ -127,20 +139,27 @@ def model(c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
 
 # ------------------------------------------------------------------ training pieces
 def optimizer(c: Config) -> optax.GradientTransformation:
-    return adamw(OptimConfig(**dict(c.optim)), c.train.steps)
+    return adamw(section(c, "optim"), c.train.steps)
 
 
-def train_state(m: Transformer, opt: optax.GradientTransformation, device_mesh: Mesh) -> TrainState:
-    return init_state(m, opt, device_mesh)
+def train_state(rt: "Runtime", opt: optax.GradientTransformation) -> TrainState:
+    """The train state over the runtime's parameters, which move into it (the step donates them)."""
+    state = init_state(nnx.merge(rt.graphdef, rt.params), opt, rt.mesh)
+    rt.params = None
+    return state
 
 
-def train_step(c: Config, graphdef: nnx.GraphDef, opt: optax.GradientTransformation):
+def train_step(rt: "Runtime", opt: optax.GradientTransformation):
     """The (unjitted) step function: losses, mixing weights and optimiser from the config."""
-    loss_cfg = LossConfig(normalization=c.loss.normalization, two_token=c.loss.two_token,
-                          chunk_size=min(c.loss.chunk_size, c.data.max_length), grad_accum=c.loss.grad_accum,
-                          instruction=bool(c.data.instruction), num_tasks=len(c.data.classification))
-    return make_train_step(graphdef, opt, loss_cfg, optax_schedule(**dict(c.loss.cls_weight)),
-                           optax_schedule(**dict(c.loss.sft_weight)))
+    c = rt.config
+    loss_cfg = section(c, "loss", instruction=bool(c.data.instruction), num_tasks=len(c.data.classification))
+    return make_train_step(rt.graphdef, opt, loss_cfg, optax_schedule(**loss_cfg.cls_weight),
+                           optax_schedule(**loss_cfg.sft_weight))
+
+
+def loop_config(c: Config) -> LoopConfig:
+    """The loop's settings: the `train` section and `eval.every`."""
+    return section(c, "train", eval_every=c.eval.every)
 
 
 def task_names(c: Config) -> list[str]:
@@ -150,18 +169,20 @@ def task_names(c: Config) -> list[str]:
         [dict(c.data.instruction)["task"]] if c.data.instruction else [])
 
 
-def train_data(c: Config, tok: Tokenizer) -> grain.MapDataset:
-    """Batch s is this process's slice of global step s (exact scheduled mixture, grain)."""
+def train_data(c: Config, tok: Tokenizer, task: Tasks | None = None) -> grain.MapDataset:
+    """Batch s is this process's slice of global step s (exact scheduled mixture, grain); `task` is the run's
+    task table (built here when not given)."""
+    task = task or Tasks(c)
     length = c.data.max_length
     cls = []
     for k, item in enumerate(c.data.classification):
-        enc = ClassificationEncoder(task(c, item["task"]), tok, length, task_id=k)
-        cls.append((open_rows(item["source"], c.data_root), enc, float(item.get("weight", 1.0))))
+        enc = ClassificationEncoder(task(item["task"]), tok, length, task_id=k)
+        cls.append((open_source(item["source"], c.data_root), enc, float(item.get("weight", 1.0))))
     instr = None
     if c.data.instruction:
         item = dict(c.data.instruction)
-        enc = InstructionEncoder(task(c, item["task"]), tok, length, task_id=len(cls))
-        instr = (open_rows(item["source"], c.data_root), enc, bool(item.get("pack", False)))
+        enc = InstructionEncoder(task(item["task"]), tok, length, task_id=len(cls))
+        instr = (open_source(item["source"], c.data_root), enc, bool(item.get("pack", False)))
     return train_batches(cls, instr, make_schedule(**dict(c.data.mixing)), batch_size=c.train.batch_size,
                          num_steps=c.train.steps, length=length, pad_id=tok.pad_id, seed=c.data.seed,
                          process_index=jax.process_index(), process_count=jax.process_count(),
@@ -195,113 +216,111 @@ def save_args(c: Config, state: TrainState, data_iter) -> ocp.args.Composite:
                               config=ocp.args.JsonSave(json.loads(c.to_json_best_effort())))
 
 
+# ------------------------------------------------------------------ the runtime
 @dataclasses.dataclass
-class Loaded:
-    """Parameters to evaluate, score or export, and where they came from."""
-    graphdef: Any
-    params: Any
-    mesh: Any
-    tokenizer: Any
+class Runtime:
+    """What a run builds once and hands to every builder: the mesh, the tokenizer, the task table, the model's
+    graph and config, and its parameters (with where they came from)."""
+    config: Config
+    mesh: Mesh
+    tokenizer: Tokenizer
     tokenizer_dir: str
+    task: Tasks                 # task(name) -> Task
+    graphdef: nnx.GraphDef
+    model_cfg: ModelConfig
+    params: Any                 # None once moved into a train state
     description: str            # where the parameters came from
-    step: int | None            # the orbax step; None for a Hugging Face directory or the base model
-    cfg: Any = None             # the model's ModelConfig
+    step: int | None = None     # the orbax step; None for a Hugging Face directory or the base model
     pretrained: bool = False    # from a Hugging Face checkpoint (model.hf_path or --checkpoint=HF_DIR)
 
     @property
     def rules(self):
         """The model's logical-axis sharding rules."""
-        return self.cfg.sharding_rules
+        return self.model_cfg.sharding_rules
 
 
-def params(c: Config, checkpoint: str = "") -> Loaded:
-    """Parameters only, from `--checkpoint` (monitor_jax.checkpoints.resolve): the optimiser state is never read."""
-    ref = checkpoints.resolve(checkpoint, c.workdir, c.train.best_metric, c.train.best_mode)
+def runtime(c: Config, checkpoint: str | None = None) -> Runtime:
+    """The run's runtime. `checkpoint=None`: the model the run starts from (training); otherwise parameters only
+    from `--checkpoint` (monitor_jax.checkpoints.resolve; "" = the work directory's latest, else the base
+    model): the optimiser state is never read."""
     device_mesh = mesh(c)
     tok, tok_dir = tokenizer(c)
-    if ref.kind == "hf":
+    tasks = Tasks(c)
+    base = (f"base model {c.model.hf_path}" if c.model.hf_path else "base model (untrained)")
+    ref = checkpoints.resolve(checkpoint, c.workdir, c.train.best_metric, c.train.best_mode) if (
+        checkpoint is not None) else None
+    if ref is not None and ref.kind == "hf":
         m = _import_hf(ref.path, c, device_mesh, tok)
-        return Loaded(nnx.graphdef(m), nnx.state(m, nnx.Param), device_mesh, tok, tok_dir, ref.describe(), None,
-                      cfg=m.cfg, pretrained=True)
+        return Runtime(c, device_mesh, tok, tok_dir, tasks, nnx.graphdef(m), m.cfg, nnx.state(m, nnx.Param),
+                       ref.describe(), None, pretrained=True)
     m = model(c, device_mesh, tok)
     graphdef, p = nnx.graphdef(m), nnx.state(m, nnx.Param)
-    if ref.kind == "orbax":
+    if ref is not None and ref.kind == "orbax":
         p = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, p))
-    description = ref.describe() if ref.kind == "orbax" else (
-        f"base model {c.model.hf_path}" if c.model.hf_path else "base model (untrained)")
-    return Loaded(graphdef, p, device_mesh, tok, tok_dir, description, ref.step, cfg=m.cfg,
-                  pretrained=bool(c.model.hf_path))
+    description = ref.describe() if ref is not None and ref.kind == "orbax" else base
+    return Runtime(c, device_mesh, tok, tok_dir, tasks, graphdef, m.cfg, p, description,
+                   ref.step if ref is not None else None, pretrained=bool(c.model.hf_path))
 
 
-# ------------------------------------------------------------------ evaluation
-def scorer(c: Config, graphdef: nnx.GraphDef, device_mesh: Mesh, rules, pad_id: int) -> Scorer:
+# ------------------------------------------------------------------ evaluation and generation
+def scorer(rt: Runtime) -> Scorer:
     """Length-bucketed scorer, sharded by the model's own rules (as in training)."""
-    return Scorer(graphdef, device_mesh, c.eval.batch_size, tuple(c.eval.buckets), pad_id, rules=rules,
-                  pack_max=c.eval.pack_max)
+    e = rt.config.eval
+    return Scorer(rt.graphdef, rt.mesh, e.batch_size, tuple(e.buckets), rt.tokenizer.pad_id, rules=rt.rules,
+                  pack_max=e.pack_max)
 
 
-def sampler(c: Config, loaded: "Loaded") -> Sampler:
-    """The sampler over the loaded parameters, sized by `generate.*` (stop ids from the tokenizer and checkpoint)."""
-    g = c.generate
-    m = nnx.merge(loaded.graphdef, loaded.params)
-    return Sampler(m, loaded.tokenizer, loaded.mesh, max_prompt_length=g.max_prompt_length,
-                   max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, buckets=tuple(g.buckets))
+def sampler(rt: Runtime, writers: Sequence = ()) -> Sampler:
+    """The sampler over the runtime's graph (parameters come with each call). Sized by `generate.*`, or, for
+    the eval modes in which the monitor writes first (`writers`: their encoders), by their prompt and
+    generation budgets, batched like the scorer (eval.batch_size, eval.buckets)."""
+    if writers:
+        size, buckets = rt.config.eval.batch_size, tuple(rt.config.eval.buckets)
+        prompt, new = max(w.prompt_budget for w in writers), max(w.max_new_tokens for w in writers)
+    else:
+        g = rt.config.generate
+        size, buckets, prompt, new = g.batch_size, tuple(g.buckets), g.max_prompt_length, g.max_new_tokens
+    return Sampler(rt.graphdef, rt.model_cfg, rt.tokenizer, rt.mesh, batch_size=size, max_prompt_length=prompt,
+                   max_new_tokens=new, buckets=buckets)
 
 
-def judge(c: Config, spec: str, device_mesh: Mesh, tok: Tokenizer) -> Judge:
+def judge(rt: Runtime, spec: str) -> Judge:
     """The summary judge: "base" (the model the run started from: model.hf_path, or model.config's random
     init with the run's seed) or a Hugging Face directory (with its own tokenizer)."""
+    c = rt.config
     if spec == "base":
-        m, judge_tok, what = model(c, device_mesh, tok), tok, f"base model {c.model.hf_path or '(random init)'}"
+        m, judge_tok, what = model(c, rt.mesh, rt.tokenizer), rt.tokenizer, \
+            f"base model {c.model.hf_path or '(random init)'}"
     else:
         ref = checkpoints.resolve(spec, c.workdir)
         if ref.kind != "hf":
             raise CheckpointError(f"judge={spec!r}: a judge is 'base' or a Hugging Face directory; export a run's "
                                   f"checkpoint with the export command to judge with it")
         judge_tok = load_tokenizer(ref.path)
-        m = _import_hf(ref.path, c, device_mesh, judge_tok)
+        m = _import_hf(ref.path, c, rt.mesh, judge_tok)
         what = f"Hugging Face directory {ref.path}"
-    graphdef = nnx.graphdef(m)
-    return Judge(nnx.state(m, nnx.Param), scorer(c, graphdef, device_mesh, m.cfg.sharding_rules, judge_tok.pad_id),
-                 judge_tok, what)
+    judge_rt = dataclasses.replace(rt, tokenizer=judge_tok, graphdef=nnx.graphdef(m), model_cfg=m.cfg,
+                                   params=nnx.state(m, nnx.Param), description=what)
+    return Judge(judge_rt.params, scorer(judge_rt), judge_tok, what)
 
 
-def evaluator(c: Config, tok: Tokenizer, graphdef: nnx.GraphDef, device_mesh: Mesh, model_cfg: ModelConfig,
-              check_label_mass: bool) -> Evaluator:
-    """Every `eval.tasks` item encoded once (held-out domains and prompt variants alike); thinking-mode items
-    get their prompts here and reason at each evaluation, through one sampler (generate.* sizes its batches)."""
-    sc = scorer(c, graphdef, device_mesh, model_cfg.sharding_rules, tok.pad_id)
-    sets, judges = [], {}
+def evaluator(rt: Runtime, check_label_mass: bool | None = None) -> Evaluator:
+    """Every `eval.tasks` item encoded once by its mode (eval/modes/; held-out domains and prompt variants
+    alike); the items whose mode writes first get their prompts here and write at each evaluation, through one
+    sampler (eval.* sizes its batches). `check_label_mass` (default: a pretrained model) warns when the labels
+    get little probability."""
+    c = rt.config
+    sc = scorer(rt)
+    needs = modes.Needs(task=rt.task, judge=functools.cache(lambda spec: judge(rt, spec)))   # one judge a spec
+    sets = []
     for name, item in zip(eval_names(c), c.eval.tasks):
-        t = task(c, item["task"])
-        mode = item.get("mode", "single_token")
-        if mode == "thinking":
-            enc = ThinkingEncoder(t, tok, sc.max_length, item["max_thinking_tokens"])
-        elif mode == "summarize":
-            spec = item.get("judge", "base") or "base"
-            if spec not in judges:
-                judges[spec] = judge(c, spec, device_mesh, tok)
-            enc = SummaryEncoder(t, tok, sc.max_length, task(c, item["judge_task"]), judges[spec],
-                                 item["max_summary_tokens"])
-        else:
-            enc = ClassificationEncoder(t, tok, sc.max_length)
-        calibration = open_rows(item["calibration"], c.data_root) if item.get("calibration") else None
-        rows = open_rows(item["source"], c.data_root)
-        sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), rows, enc, c.eval.max_rows, calibration))
+        t, mode = rt.task(item["task"]), modes.of(item)
+        enc = mode.encoder(t, rt.tokenizer, sc.max_length, item, needs)
+        calibration = open_source(item["calibration"], c.data_root) if item.get("calibration") else None
+        rows = open_source(item["source"], c.data_root)
+        sets.append(make_eval_set(name, t, bool(item.get("heldout", False)), rows, enc, c.eval.max_rows, calibration,
+                                  mode))
     writers = [s.writer for s in sets if s.writer]
-    gen = _writing_sampler(c, graphdef, tok, device_mesh, model_cfg, writers) if writers else None
-    return Evaluator(sets, sc, bootstrap=c.eval.bootstrap, check_label_mass=check_label_mass, sampler=gen)
-
-
-def _writing_sampler(c: Config, graphdef: nnx.GraphDef, tok: Tokenizer, device_mesh: Mesh, model_cfg: ModelConfig,
-                     writers: list) -> Sampler:
-    """One sampler for the eval modes in which the monitor writes first, sized by their prompt and generation
-    budgets, batched like the scorer (eval.batch_size, eval.buckets)."""
-    return Sampler(graphdef, tok, device_mesh, cfg=model_cfg, batch_size=c.eval.batch_size,
-                   max_prompt_length=max(w.prompt_budget for w in writers),
-                   max_new_tokens=max(w.max_new_tokens for w in writers), buckets=tuple(c.eval.buckets))
-
-
-def writing_sampler(c: Config, loaded: Loaded, writers: list) -> Sampler:
-    """`_writing_sampler` over loaded parameters (elicitation's thinking predictions)."""
-    return _writing_sampler(c, loaded.graphdef, loaded.tokenizer, loaded.mesh, loaded.cfg, writers)
+    gen = sampler(rt, writers) if writers else None
+    return Evaluator(sets, sc, bootstrap=c.eval.bootstrap,
+                     check_label_mass=rt.pretrained if check_label_mass is None else check_label_mass, sampler=gen)

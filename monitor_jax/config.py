@@ -7,6 +7,7 @@ The config is locked, so a misspelt key is an error, not a silent default.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from typing import Any
@@ -14,128 +15,66 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from monitor_jax.data.mixing import check_schedule, classification_rows, make_schedule
+from monitor_jax import settings
+from monitor_jax.data.mixing import DataConfig, check_schedule, classification_rows, make_schedule
 from monitor_jax.data.tasks import Task, TaskError, from_spec
 from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for callers)
-from monitor_jax.eval.evaluator import unique_names
-from monitor_jax.model.attention import KERNELS
-from monitor_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
-from monitor_jax.parallel.mesh import MESH_AXES, mesh_shape
-from monitor_jax.train.losses import NORMALIZATIONS
-from monitor_jax.train.optimizer import DECAYS
+from monitor_jax.eval import modes
+from monitor_jax.eval.evaluator import EvalConfig, unique_names
+from monitor_jax.generate.sampler import GenerateConfig
+from monitor_jax.model.config import ModelConfig, ModelSettings
+from monitor_jax.parallel.mesh import MESH_AXES, MeshConfig, mesh_shape
+from monitor_jax.settings import setting
+from monitor_jax.studies.elicitation import ElicitConfig
+from monitor_jax.studies.sweep import SweepConfig
+from monitor_jax.train.optimizer import OptimConfig
+from monitor_jax.train.step import LossConfig
+from monitor_jax.train.trainer import LoopConfig
 
 
-def base_config() -> ml_collections.ConfigDict:
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The top-level keys: where the run lives, its seed, and the tasks and data it names."""
+    workdir: str = setting("runs/default", "the run's directory: checkpoints, metrics, reports (a local or mounted "
+                           "path)")
+    seed: int = setting(0, "the model's initialisation seed", low=0)
+    tasks: list = setting([], "tasks written in the config, no Python needed (docs/tasks.md): [{'name', 'messages': "
+                          "[[role, template with {field} slots], ...], 'positive', 'negative', ...}]; config items "
+                          "name them like registered tasks", check=False)
+    data_root: str = setting("", "where the research's data files are: {'kind': 'research', 'domain', 'split'} "
+                             "sources read DATA_ROOT/DOMAIN/SPLIT.jsonl ('' = the demo suite's synthetic rows)")
+
+
+# Every config section and the dataclass that declares its keys ("" = the top level), in the order config
+# files list them. A new section is one line here; a new key is one field of its dataclass.
+SECTIONS = {"": RunConfig, "model": ModelSettings, "mesh": MeshConfig, "data": DataConfig, "loss": LossConfig,
+            "optim": OptimConfig, "train": LoopConfig, "eval": EvalConfig, "generate": GenerateConfig,
+            "elicit": ElicitConfig, "sweep": SweepConfig}
+
+
+def base_config(sections: dict | None = None) -> ml_collections.ConfigDict:
+    """Every key with its default, from the declarations of `sections` (default: SECTIONS), locked."""
     c = ml_collections.ConfigDict()
-    c.workdir = "runs/default"
-    c.seed = 0
-    # Tasks written here, no Python needed (docs/tasks.md): [{"name", "messages": [[role, template with
-    # {field} slots], ...], "positive", "negative", "label_field", "labels", ...}] or {"kind": "instruction", ...}.
-    # Items anywhere in the config name them like registered tasks.
-    c.tasks = []
-    # Where the research's data files are (docs/tasks.md): {"kind": "research", "domain", "split"} sources read
-    # DATA_ROOT/DOMAIN/SPLIT.jsonl; "" = the demo suite's synthetic rows of the same domains.
-    c.data_root = ""
-    c.model = dict(
-        hf_path="",             # a Hugging Face checkpoint directory to start from (or a .gguf file, or
-                                # package:NAME, the GGUF a pip package ships: converted once, cached), or
-        config={},              # ModelConfig fields of a random-init model (vocab from the tokenizer)
-        tokenizer="",           # tokenizer directory ("" = hf_path; "demo" = build the demo tokenizer)
-        param_dtype="float32", dtype="float32", remat="none",
-        attention="flash",      # flash (keys in blocks of attention_block: memory linear in length) | dense
-        attention_block=256)    # docs/benchmarks.md: 256 beat 512 at every length on CPU
-    c.mesh = dict(data=-1, fsdp=1, tensor=1)
-    c.data = dict(
-        max_length=512,
-        classification=[],      # [{"task", "source": {...}, "weight"}]
-        instruction={},         # {"task", "source": {...}, "pack": bool}; {} = none
-        mixing={"kind": "constant", "value": 1.0},   # r(step): data.mixing.make_schedule arguments
-        # K > 0: pack up to K classification examples of a task into each row (one label slot each); r then
-        # shares sequence rows (the token budget), not examples. 0 = one example per row, padded.
-        pack_classification=0,
-        seed=0)
-    c.loss = dict(normalization="per_source", two_token=False, chunk_size=256, grad_accum=1,
-                  cls_weight={"kind": "constant", "value": 1.0}, sft_weight={"kind": "constant", "value": 1.0})
-    c.optim = dict(lr=1e-5, warmup_steps=0, decay="cosine", end_factor=0.1, b1=0.9, b2=0.95, eps=1e-8,
-                   weight_decay=0.0, clip_norm=1.0)
-    c.train = dict(steps=1000, batch_size=32, log_every=10, checkpoint_every=500, keep=2,
-                   best_metric="", best_mode="max",   # e.g. eval/mean_heldout_auroc
-                   run_steps=0,        # stop this process after this many steps (0 = run to the end)
-                   export_hf="")       # write a Hugging Face checkpoint here at the end
-    c.eval = dict(tasks=[], every=0, batch_size=32, buckets=(128, 256, 512), bootstrap=1000, max_rows=0,
-                  pack_max=0)          # > 0: up to that many prompts packed into each row of the largest bucket
-    # The sampler (monitor_jax/generate): prompt buckets up to max_prompt_length; cache = bucket + max_new_tokens.
-    c.generate = dict(batch_size=8, max_prompt_length=512, max_new_tokens=256, buckets=(128, 256, 512),
-                      temperature=0.0, top_k=0, top_p=1.0, seed=0)   # temperature 0 = greedy
-    # Unsupervised elicitation (the `elicit` command, commands/elicit.py): the starting model's thinking
-    # predictions on unlabeled rows become the pseudo-labels of single-token training; eval.tasks compares.
-    c.elicit = dict(
-        source={},              # the unlabeled rows (a source spec); label fields are removed as rows are read
-        thinking_task="",       # the prompt the starting model reasons under (a task with an answer_marker)
-        task="",                # the single-token task trained on the pseudo-labels (its label_field is written)
-        max_thinking_tokens=128,
-        max_rows=0,             # the first N rows of the source (0 = all)
-        keep_quantile=0.0,      # drop the least confident share: keep |log-odds| >= this quantile (0 = keep all)
-        supervised=True)        # also train on the same rows' true labels, when the source has them (a ceiling)
-    # Sweeps (the `sweep` command, studies/sweep.py): one `train` run per grid point, under WORKDIR/runs/NAME.
-    c.sweep = dict(
-        grid=(),                # ((config key, (values)) or (key, (values), (display names)), ...): every combination
-        seeds=(),               # each seed sets `seed` and `data.seed` (() = the config's own)
-        executor="local",       # local: run them here | slurm | kubernetes: write the spec, print how to submit
-        parallel=1,             # local: runs at once; run slot k gets devices[k::parallel] in device_env
-        device_env="CUDA_VISIBLE_DEVICES", devices=(),
-        sbatch={},              # slurm: extra #SBATCH options, e.g. {"time": "04:00:00", "gpus-per-task": 1}
-        python="",              # the interpreter in every run's command ("" = this one; e.g. "python" in images)
-        image="",               # kubernetes: an image with monitor_jax installed and WORKDIR mounted at its path
-        resources={})           # kubernetes: the container's resources, e.g. {"limits": {"nvidia.com/gpu": 1}}
+    for prefix, cls in (sections or SECTIONS).items():
+        if prefix:
+            c[prefix] = settings.defaults(cls)
+        else:
+            for key, value in settings.defaults(cls).items():
+                c[key] = value
     c.lock()
     return c
 
 
-# Numeric keys and their ranges: (low, high, what); None = unbounded. Checked before anything is built.
-RANGES = {
-    "seed": (0, None), "model.attention_block": (1, None), "data.max_length": (1, None), "data.seed": (0, None),
-    "loss.chunk_size": (1, None), "loss.grad_accum": (1, None),
-    "optim.lr": (0.0, None), "optim.warmup_steps": (0, None), "optim.end_factor": (0.0, None),
-    "optim.b1": (0.0, 1.0), "optim.b2": (0.0, 1.0), "optim.eps": (0.0, None), "optim.weight_decay": (0.0, None),
-    "optim.clip_norm": (0.0, None),
-    "train.steps": (1, None), "train.batch_size": (1, None), "train.log_every": (1, None),
-    "train.checkpoint_every": (1, None), "train.keep": (1, None), "train.run_steps": (0, None),
-    "eval.every": (0, None), "eval.batch_size": (1, None), "eval.bootstrap": (0, None), "eval.max_rows": (0, None),
-    "eval.pack_max": (0, None), "data.pack_classification": (0, None),
-    "generate.batch_size": (1, None), "generate.max_prompt_length": (1, None), "generate.max_new_tokens": (1, None),
-    "generate.temperature": (0.0, None), "generate.top_k": (0, None), "generate.top_p": (1e-9, 1.0),
-    "generate.seed": (0, None),
-    "elicit.max_thinking_tokens": (1, None), "elicit.max_rows": (0, None), "elicit.keep_quantile": (0.0, 1.0),
-    "sweep.parallel": (1, None),
-}
-INTEGER_KEYS = ("generate.batch_size", "generate.max_prompt_length", "generate.max_new_tokens", "generate.top_k",
-                "generate.seed", "elicit.max_thinking_tokens", "elicit.max_rows", "sweep.parallel")
-SWEEP_EXECUTORS = ("local", "slurm", "kubernetes")
-CHOICES = {"sweep.executor": SWEEP_EXECUTORS, "loss.normalization": NORMALIZATIONS, "optim.decay": DECAYS,
-           "model.remat": REMAT_POLICIES,
-           "model.attention": KERNELS, "model.param_dtype": DTYPES, "model.dtype": DTYPES,
-           "train.best_mode": ("max", "min")}
-
-
-EVAL_ITEM_KEYS = {"task", "source", "heldout", "calibration", "name", "mode", "max_thinking_tokens",
-                  "max_summary_tokens", "judge_task", "judge"}
-# thinking: the monitor reasons before it is scored (eval/thinking.py); summarize: it summarizes and a judge
-# scores the summary (eval/summarize.py).
-EVAL_MODES = ("single_token", "thinking", "summarize")
-MODE_KEYS = {"thinking": ("max_thinking_tokens",), "summarize": ("max_summary_tokens", "judge_task", "judge")}
-
-
-def model_overrides(c: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The `model` keys that apply to any model, random-init or imported (dtypes, remat, attention)."""
-    return dict(param_dtype=c.model.param_dtype, dtype=c.model.dtype, remat=c.model.remat,
-                attention=c.model.attention, attention_block=c.model.attention_block)
+def section(c: ml_collections.ConfigDict, name: str, **extra: Any):
+    """Config section `name` as the dataclass that declares it (what library code takes), plus `extra`
+    derived fields that are not settings."""
+    return settings.build(SECTIONS[name], c if name == "" else c[name], **extra)
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
     """The random-init model `model.config` describes; a bad field is a ConfigError naming it."""
     try:
-        return ModelConfig(vocab_size=vocab_size, **dict(c.model.config), **model_overrides(c))
+        return ModelConfig(vocab_size=vocab_size, **dict(c.model.config), **section(c, "model").overrides())
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.config: {e}") from None
 
@@ -168,24 +107,10 @@ def inline_tasks(c: ml_collections.ConfigDict) -> dict[str, Task]:
     return out
 
 
-def _check_ranges(c: ml_collections.ConfigDict) -> None:
-    for key, (low, high) in RANGES.items():
-        v = _get(c, key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{key}={v!r} must be a finite number")
-        if v < low or (high is not None and v > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ConfigError(f"{key}={v!r} must be {bound}")
-    for key, choices in CHOICES.items():
-        if _get(c, key) not in choices:
-            raise ConfigError(f"{key}={_get(c, key)!r}; choose one of {choices}")
-    for key in INTEGER_KEYS:
-        if not isinstance(_get(c, key), int):
-            raise ConfigError(f"{key}={_get(c, key)!r} must be an integer")
-    for key in ("eval.buckets", "generate.buckets"):
-        buckets = list(_get(c, key))
-        if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in buckets):
-            raise ConfigError(f"{key}={tuple(buckets)} must be positive prompt lengths")
+def _check_ranges(c: ml_collections.ConfigDict, sections: dict | None = None) -> None:
+    """Each declared key's type, range or choices (settings.check), named by key."""
+    for prefix, cls in (sections or SECTIONS).items():
+        settings.check(cls, c if not prefix else c[prefix], prefix)
 
 
 def _check_sources(c: ml_collections.ConfigDict) -> None:
@@ -218,56 +143,40 @@ def source_specs(c: ml_collections.ConfigDict, training: bool = True) -> list[tu
 
 
 def _check_data_root(c: ml_collections.ConfigDict, training: bool) -> None:
-    """Every research source's file exists under data_root; a data_root no source reads is an error too."""
-    from monitor_jax.data import research
+    """Every source spec is well formed and every research source's file exists under data_root
+    (`data/sources: check_spec`); a data_root no source reads is an error too."""
+    from monitor_jax.data.sources import check_spec, reads_data_root
 
-    research_specs = [(k, s) for k, s in source_specs(c, training)
-                      if hasattr(s, "get") and s.get("kind") == "research"]
-    for key, spec in research_specs:
-        missing = [k for k in ("domain", "split") if k not in spec]
-        if missing:
-            raise ConfigError(f"{key}: a research source needs domain and split; {sorted(spec)} lacks {missing}")
-    if not c.data_root:
-        return
-    if not os.path.isdir(c.data_root):
+    if c.data_root and not os.path.isdir(c.data_root):
         raise ConfigError(f"data_root={c.data_root!r} is not a directory")
-    if not research_specs:
+    specs = source_specs(c, training)
+    for key, spec in specs:
+        check_spec(spec, c.data_root, key)
+    if c.data_root and not any(reads_data_root(spec) for _, spec in specs):
         raise ConfigError(f"data_root={c.data_root!r} is set but no source reads it (no source has kind "
                           f"'research'); remove it or use research sources")
-    for key, spec in research_specs:
-        path = research.data_file(c.data_root, spec["domain"], spec["split"])
-        if not os.path.isfile(path):
-            raise ConfigError(f"{key}: {path} does not exist (data_root={c.data_root!r}; the file layout is "
-                              f"DATA_ROOT/DOMAIN/SPLIT.jsonl, docs/tasks.md)")
 
 
 def _check_eval_items(c: ml_collections.ConfigDict) -> None:
+    """Each eval item's keys: the common ones, and those of its mode (eval/modes/: each mode declares and
+    checks its own)."""
+    allowed = modes.item_keys()
     for i, item in enumerate(c.eval.tasks):
+        where = f"eval.tasks[{i}]"
         for key in ("task", "source"):
             if key not in item:
-                raise ConfigError(f"eval.tasks[{i}] lacks {key!r} (has {sorted(item)})")
-        unknown = sorted(set(item) - EVAL_ITEM_KEYS)
+                raise ConfigError(f"{where} lacks {key!r} (has {sorted(item)})")
+        unknown = sorted(set(item) - allowed)
         if unknown:
-            raise ConfigError(f"eval.tasks[{i}] has unknown key(s) {unknown}; an eval item takes "
-                              f"{sorted(EVAL_ITEM_KEYS)}")
-        mode = item.get("mode", "single_token")
-        if mode not in EVAL_MODES:
-            raise ConfigError(f"eval.tasks[{i}].mode={mode!r}; choose one of {EVAL_MODES}")
-        for other, keys in MODE_KEYS.items():
-            stray = [k for k in keys if k in item and other != mode]
+            raise ConfigError(f"{where} has unknown key(s) {unknown}; an eval item takes {sorted(allowed)}")
+        name = item.get("mode", modes.DEFAULT)
+        if name not in modes.names():
+            raise ConfigError(f"{where}.mode={name!r}; choose one of {modes.names()}")
+        for other in modes.registered():
+            stray = [k for k in other.keys if k in item and other.name != name]
             if stray:
-                raise ConfigError(f"eval.tasks[{i}].{stray[0]} is set but mode is {mode!r} (set mode={other!r})")
-        if mode in MODE_KEYS:
-            budget_key = MODE_KEYS[mode][0]
-            budget = item.get(budget_key)
-            if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-                raise ConfigError(f"eval.tasks[{i}].{budget_key}={budget!r}: {mode} mode needs a positive integer "
-                                  f"budget")
-            if item.get("calibration"):
-                raise ConfigError(f"eval.tasks[{i}]: calibration is not supported in {mode} mode")
-        if mode == "summarize" and not item.get("judge_task"):
-            raise ConfigError(f"eval.tasks[{i}]: summarize mode needs judge_task (the task whose prompt, over "
-                              f"{{summary}} alone, the judge answers)")
+                raise ConfigError(f"{where}.{stray[0]} is set but mode is {name!r} (set mode={other.name!r})")
+        modes.get(name).check(item, where)
     names = eval_names(c)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -418,3 +327,20 @@ def sweep_grid(c: ml_collections.ConfigDict) -> tuple[dict[str, list], dict[str,
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"sweep.seeds: {seed!r} is not a non-negative integer")
     return grid, names
+
+
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs as plain JSON (a key only one has counts; a
+    list is compared whole), sorted: what a sweep names when a finished run's settings changed."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, name)
+        elif a != b:
+            out.append(name)
+    return out
+
+
+_ABSENT = object()

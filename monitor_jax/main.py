@@ -5,7 +5,7 @@
     python -m monitor_jax.main score  --config=... --task=NAME --input=rows.jsonl --output=scores.jsonl
     python -m monitor_jax.main generate --config=... --input=prompts.jsonl --output=out.jsonl [--task=NAME]
     python -m monitor_jax.main elicit --config=... [--stage=NAME]
-    python -m monitor_jax.main sweep --config=configs/paper/FILE.py [--config.KEY=VALUE ...]
+    python -m monitor_jax.main sweep --config=configs/paper/FILE.py [--config.KEY=VALUE ...] [--rerun_changed]
     python -m monitor_jax.main report --sweep=SWEEP_WORKDIR
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
     python -m monitor_jax.main convert --gguf=FILE.gguf|package:NAME --output=hf_dir
@@ -61,6 +61,8 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
                         "eval_zero_shot, eval_elicited, eval_supervised, report); default: every stage not done.",
                         flag_values=flag_values)
     flags.DEFINE_string("sweep", "", "report: a sweep's work directory.", flag_values=flag_values)
+    flags.DEFINE_bool("rerun_changed", False, "sweep: delete and rerun the runs that started with other settings "
+                      "than the config now gives them (default: such a run is an error).", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
     return holder
 

@@ -38,11 +38,9 @@ def _demo(domain, split, n=None):
 
 
 def build(c, check_label_mass=False):
-    mesh = assemble.mesh(c)
-    tok, _ = assemble.tokenizer(c)
-    model = assemble.model(c, mesh, tok)
-    ev = assemble.evaluator(c, tok, nnx.graphdef(model), mesh, model.cfg, check_label_mass)
-    return model, ev
+    rt = assemble.runtime(c)
+    ev = assemble.evaluator(rt, check_label_mass)
+    return nnx.merge(rt.graphdef, rt.params), ev
 
 
 def test_the_evaluator_uses_the_configured_bootstrap_count(tmp_path, demo_tokenizer):
@@ -50,10 +48,10 @@ def test_the_evaluator_uses_the_configured_bootstrap_count(tmp_path, demo_tokeni
     c = small_config(tmp_path, demo_tokenizer, bootstrap=40,
                      tasks=[{"task": "chem_harm", "source": _demo("chem_harm", "test", 16)}])
     model, ev = build(c)
-    auroc = ev.run(nnx.state(model, nnx.Param), step=0)["tasks"][0]["metrics"]["auroc"]
-    assert np.isfinite(auroc["low"]) and auroc["low"] <= auroc["value"] <= auroc["high"]
-    unbootstrapped = ev.run(nnx.state(model, nnx.Param), step=0, bootstrap=0)["tasks"][0]["metrics"]["auroc"]
-    assert np.isnan(unbootstrapped["low"]) and unbootstrapped["value"] == auroc["value"]
+    auroc = ev.run(nnx.state(model, nnx.Param), step=0).sets[0].auroc
+    assert np.isfinite(auroc.low) and auroc.low <= auroc.value <= auroc.high
+    unbootstrapped = ev.run(nnx.state(model, nnx.Param), step=0, bootstrap=0).sets[0].auroc
+    assert np.isnan(unbootstrapped.low) and unbootstrapped.value == auroc.value
 
 
 def test_the_scorer_shards_by_the_models_own_rules(tmp_path, demo_tokenizer):
@@ -65,9 +63,9 @@ def test_the_scorer_shards_by_the_models_own_rules(tmp_path, demo_tokenizer):
     c.model.config = dict(c.model.config, sharding_rules=custom)
     model, ev = build(c)
     assert model.cfg.sharding_rules == custom and ev.scorer.rules == custom
-    loaded = assemble.params(c)
+    loaded = assemble.runtime(c, "")
     assert loaded.rules == custom
-    assert assemble.scorer(c, loaded.graphdef, loaded.mesh, loaded.rules, 0).rules == custom
+    assert assemble.scorer(loaded).rules == custom
 
 
 def test_eval_sets_sharing_a_task_get_distinct_names_in_reports_and_metrics(tmp_path, demo_tokenizer):
@@ -82,9 +80,9 @@ def test_eval_sets_sharing_a_task_get_distinct_names_in_reports_and_metrics(tmp_
     validate(c, 8, training=False)
     model, ev = build(c)
     result = ev.run(nnx.state(model, nnx.Param), step=0)
-    assert [t["name"] for t in result["tasks"]] == ["control_arena", "control_arena#2", "agents_train"]
-    assert [t["n"] for t in result["tasks"]] == [16, 8, 16]
-    assert {"eval/control_arena/auroc", "eval/control_arena#2/auroc", "eval/agents_train/auroc"} <= set(result["flat"])
+    assert [t.name for t in result.sets] == ["control_arena", "control_arena#2", "agents_train"]
+    assert [t.n for t in result.sets] == [16, 8, 16]
+    assert {"eval/control_arena/auroc", "eval/control_arena#2/auroc", "eval/agents_train/auroc"} <= set(result.flat)
     out = write_report(result, tmp_path / "report", title="t")
     report = json.loads((out / "report.json").read_text())
     assert [t["name"] for t in report["tasks"]] == ["control_arena", "control_arena#2", "agents_train"]
@@ -108,13 +106,13 @@ def test_label_mass_is_reported_matches_transformers_and_warns_for_a_pretrained_
     c = small_config(tmp_path, demo_tokenizer, max_rows=6,
                      tasks=[{"task": "chem_harm", "source": _demo("chem_harm", "test", 6)}])
     c.model.hf_path = str(hf)
-    loaded = assemble.params(c)
+    loaded = assemble.runtime(c, "")
     assert loaded.pretrained
-    ev = assemble.evaluator(c, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.cfg, check_label_mass=True)
+    ev = assemble.evaluator(loaded, check_label_mass=True)
     with caplog.at_level("WARNING", logger="monitor_jax.eval"), jax.set_mesh(loaded.mesh):
         result = ev.run(loaded.params, step=0)
         ev.run(loaded.params, step=0)
-    mass = result["tasks"][0]["label_mass"]
+    mass = result.sets[0].label_mass
     # Independently: transformers' softmax at the last prompt position, over the same prompts.
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(hf)).eval()
     enc = ClassificationEncoder(assemble.task(base_config(), "chem_harm"), loaded.tokenizer, 128)

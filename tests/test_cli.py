@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from monitor_jax.generate import Sampler
 
@@ -113,11 +114,11 @@ def test_generate_file_names_bad_lines(tmp_path, small_tokenizer):
     model = create_model(ModelConfig(family="qwen2", vocab_size=small_tokenizer.vocab_size, embed_dim=32,
                                      num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=32,
                                      qkv_bias=True))
-    sampler = Sampler(model, small_tokenizer, max_prompt_length=64, max_new_tokens=4, batch_size=2)
+    sampler = Sampler(nnx.graphdef(model), model.cfg, small_tokenizer, max_prompt_length=64, max_new_tokens=4, batch_size=2)
     for text, message in [('{"prompt": "ok"}\n{"prompt": "ok"\n', "line 2"),
                           ('{"messages": "hi"}\n', "line 1: 'messages' must be a non-empty list"),
                           ('{"prompt": "' + "word " * 200 + '"}\n', "line 1: the prompt is")]:
         path = tmp_path / "rows.jsonl"
         path.write_text(text)
         with pytest.raises(DataError, match=f"{path} {message}"):
-            generate_file(sampler, small_tokenizer, str(path), str(tmp_path / "o.jsonl"))
+            generate_file(sampler, nnx.state(model), small_tokenizer, str(path), str(tmp_path / "o.jsonl"))

@@ -41,13 +41,13 @@ def test_a_config_task_scores_exactly_like_the_registered_one(tmp_path, demo_tok
     inline = assemble.task(c, "chem_inline")
     assert (inline.messages, inline.labels, inline.positive, inline.domain) == (
         CHEM.messages, CHEM.labels, CHEM.positive, CHEM.domain)
-    loaded = assemble.params(c)
-    evaluator = assemble.evaluator(c, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.cfg, False)
+    loaded = assemble.runtime(c, "")
+    evaluator = assemble.evaluator(loaded, check_label_mass=False)
     with jax.set_mesh(loaded.mesh):
-        registered, written = evaluator.run(loaded.params)["tasks"]
-    np.testing.assert_array_equal(registered["log_odds"], written["log_odds"])
-    np.testing.assert_array_equal(registered["labels"], written["labels"])
-    assert registered["metrics"]["auroc"] == written["metrics"]["auroc"]
+        registered, written = evaluator.run(loaded.params).sets
+    np.testing.assert_array_equal(registered.scores.log_odds, written.scores.log_odds)
+    np.testing.assert_array_equal(registered.scores.labels, written.scores.labels)
+    assert registered.auroc == written.auroc
     assert [e.tokens.tolist() for e in evaluator.sets[0].examples] == [e.tokens.tolist()
                                                                       for e in evaluator.sets[1].examples]
 

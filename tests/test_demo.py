@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from benchmarks.bow_baseline import bow_baseline_auroc
 from monitor_jax.data import demo, research, tasks
 
 
@@ -102,7 +103,7 @@ def test_prompt_variants_share_rows_and_the_inverted_one_flips_labels(rows):
 
 @pytest.mark.parametrize("domain", demo.DOMAINS)
 def test_bag_of_words_is_better_than_chance_but_not_enough(domain):
-    auroc = demo.bow_baseline_auroc(domain)
+    auroc = bow_baseline_auroc(domain)
     assert 0.6 < auroc <= 0.95, f"{domain}: bag-of-words AUROC {auroc:.3f}"
 
 

@@ -3,6 +3,7 @@
 The pipeline runs for real (a tiny random-init model on demo agent transcripts, a few steps): the tests check
 mechanics, counts and files, and that the source's labels are never read before the supervised comparison.
 """
+import dataclasses
 import json
 import re
 import runpy
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monitor_jax import assemble
 from monitor_jax.commands import elicit
 from monitor_jax.config import validate, validate_elicit
 from monitor_jax.data import demo, research
@@ -143,10 +145,19 @@ def test_the_labels_of_the_source_are_never_read(labelled_run, sources, tmp_path
     assert "banana" in capsys.readouterr().out   # the supervised stage says why it left itself out
 
 
+def _inline_thinking_task(c, name="my_thinking"):
+    """The config with its thinking task written inline under `tasks` (a copy of the registered one)."""
+    registered = assemble.task(c, c.elicit.thinking_task)
+    spec = {k: v for k, v in dataclasses.asdict(registered).items() if isinstance(v, str)}
+    c.tasks = [dict(spec, name=name, messages=[list(m) for m in registered.messages])]
+    c.elicit.thinking_task = name
+    return c
+
+
 @pytest.mark.slow
 def test_a_stage_reruns_alone_and_a_changed_setting_redoes_what_follows(sources, tmp_path, capsys):
     work = tmp_path / "run"
-    c = _config(work, sources["unlabeled"], **{"elicit.supervised": False})
+    c = _inline_thinking_task(_config(work, sources["unlabeled"], **{"elicit.supervised": False}))
     with pytest.raises(ConfigError, match=r"--stage=eval_elicited reads the output of \['train'\]"):
         _run(c, "eval_elicited")
     assert _run(c) == 0
@@ -170,6 +181,17 @@ def test_a_stage_reruns_alone_and_a_changed_setting_redoes_what_follows(sources,
     assert "replacing" in printed and "trained from other inputs" in printed
     assert json.loads((out_dir / "pseudo_labels.json").read_text())["kept"] == ROWS // 2
     assert sum(1 for _ in open(out_dir / "pseudo_labels.jsonl")) == ROWS // 2
+
+    spec = dict(c.tasks[0])                                   # the inline thinking task's question: from predict on
+    spec["messages"] = [list(m) for m in spec["messages"]]
+    spec["messages"][-1][1] = spec["messages"][-1][1].replace("dangerous action", "harmful or dangerous action")
+    c.tasks = [spec]
+    assert _run(c) == 0
+    printed = capsys.readouterr().out
+    ran = re.findall(r"running stage (\w+)", printed)
+    assert ran == ["predict", "pseudo_label", "train", "supervised", "eval_elicited", "eval_supervised", "report"], printed
+    assert "stage eval_zero_shot done already" in printed     # its eval items do not name that task
+    assert (out_dir / "predictions.jsonl").stat().st_mtime_ns != predicted
 
 
 def test_an_empty_source_fails_before_any_model_is_built(tmp_path):

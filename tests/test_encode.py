@@ -31,6 +31,31 @@ def test_leading_space_matters(small_tokenizer):
     assert ids != HARM.label_ids(small_tokenizer, {"text": "x"})
 
 
+def test_label_ids_are_checked_once_per_task_and_tokenizer(small_tokenizer, monkeypatch):
+    """The encoders (and the config's check) share one check of a task's labels per tokenizer; a thinking task's
+    labels are read after its answer marker."""
+    import dataclasses
+
+    from monitor_jax.data.encode import Encoded
+    from monitor_jax.data.tasks import resolve_label_ids
+
+    task = with_prompt(HARM, "harm_once", HARM.messages, positive=" Yes", negative=" No", answer_marker="Answer:")
+    checked = []
+    check = ClassificationTask.label_ids
+    monkeypatch.setattr(ClassificationTask, "label_ids", lambda t, *a: checked.append(t.answer_prefix) or check(t, *a))
+    after = resolve_label_ids(task, small_tokenizer, after_marker=True)
+    assert after == check(dataclasses.replace(task, answer_prefix="Answer:"), small_tokenizer, {"text": "x"})
+    assert resolve_label_ids(task, small_tokenizer, after_marker=True) is after and checked == ["Answer:"]
+    ClassificationEncoder(task, small_tokenizer, 128)     # single-token mode: read right after the prompt
+    ClassificationEncoder(task, small_tokenizer, 128)
+    assert checked == ["Answer:", ""]
+    ex = ClassificationEncoder(HARM, small_tokenizer, 128)({"text": "hi", "label": 1})
+    assert ClassificationEncoder(HARM, small_tokenizer, 128).label_ids is ex.label_ids
+    # The label is stored once: the target at the label position follows from it.
+    assert {"label", "label_ids"} <= {f.name for f in dataclasses.fields(Encoded)}
+    assert not {"targets", "positive_id", "negative_id"} & {f.name for f in dataclasses.fields(Encoded)}
+
+
 def test_label_value_outside_mapping_names_value_and_row(small_tokenizer):
     enc = ClassificationEncoder(HARM, small_tokenizer, 128)
     with pytest.raises(TaskError, match=r"row data.jsonl line 7 has label='maybe', which is not one of"):

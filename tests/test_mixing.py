@@ -4,7 +4,8 @@ import pytest
 
 from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION, ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import classification_rows, exact_counts, make_schedule
-from monitor_jax.data.pipeline import ListSource, PackedStream, train_batches
+from monitor_jax.data.pipeline import PackedStream, train_batches
+from monitor_jax.data.sources import ListSource
 from monitor_jax.data.tasks import ClassificationTask, InstructionTask
 
 B, STEPS, T = 8, 24, 64
@@ -143,8 +144,8 @@ def test_packed_instruction_stream(small_tokenizer):
 
 
 def test_where_filter_counts_what_it_drops():
-    from monitor_jax.data.pipeline import open_rows
+    from monitor_jax.data.sources import open_source
 
-    src = open_rows({"kind": "demo", "domain": "chem_harm", "split": "test", "n": 40, "where": {"label": 1}})
+    src = open_source({"kind": "demo", "domain": "chem_harm", "split": "test", "n": 40, "where": {"label": 1}})
     assert len(src) == 20 and all(src[i]["label"] == 1 for i in range(len(src)))
     assert src.report()["kept"] == 20 and src.report()["dropped"] == 20

@@ -12,7 +12,8 @@ from flax import nnx
 
 from monitor_jax.data.encode import CLASSIFICATION, INSTRUCTION, ClassificationEncoder, InstructionEncoder, pack, pad
 from monitor_jax.data.mixing import make_schedule
-from monitor_jax.data.pipeline import ListSource, PackedStream, train_batches
+from monitor_jax.data.pipeline import PackedStream, train_batches
+from monitor_jax.data.sources import ListSource
 from monitor_jax.model import create_model
 from monitor_jax.train.losses import classification_terms
 from tests.train_helpers import CHAT, TASK, tiny_config

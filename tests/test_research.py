@@ -7,8 +7,7 @@ import pytest
 
 from monitor_jax.config import ConfigError, validate
 from monitor_jax.data import demo, research, tasks
-from monitor_jax.data.pipeline import open_rows
-from monitor_jax.data.sources import DataError, JsonlSource, SubsetSource
+from monitor_jax.data.sources import DataError, JsonlSource, SubsetSource, open_source
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +41,7 @@ def test_the_demo_prompts_are_the_research_prompts():
 def test_a_research_source_reads_the_demo_rows_without_a_data_root_and_the_files_with_one(data_root):
     for domain in (*research.DOMAINS, research.INSTRUCTION):
         spec = {"kind": "research", "domain": domain, "split": "test", "n": None}
-        from_demo, from_files = open_rows(spec), open_rows(spec, data_root)
+        from_demo, from_files = open_source(spec), open_source(spec, data_root)
         assert isinstance(from_files, JsonlSource)
         assert len(from_demo) == len(from_files)
         assert [from_demo[i] for i in range(len(from_demo))] == [from_files[i] for i in range(len(from_files))]
@@ -51,18 +50,18 @@ def test_a_research_source_reads_the_demo_rows_without_a_data_root_and_the_files
 
 def test_n_on_a_file_is_a_seeded_subset_in_file_order(data_root):
     spec = {"kind": "research", "domain": "imdb", "split": "test", "n": 40}
-    a, b = open_rows(spec, data_root), open_rows(spec, data_root)
+    a, b = open_source(spec, data_root), open_source(spec, data_root)
     assert isinstance(a, SubsetSource) and len(a) == 40
     assert [a[i] for i in range(40)] == [b[i] for i in range(40)]
-    full = open_rows({**spec, "n": None}, data_root)
+    full = open_source({**spec, "n": None}, data_root)
     ids = [full[i]["id"] for i in range(len(full))]
     positions = [ids.index(a[i]["id"]) for i in range(40)]
     assert positions == sorted(positions) and positions[-1] > 40    # spread over the file, order kept
-    other = open_rows({**spec, "seed": 1}, data_root)
+    other = open_source({**spec, "seed": 1}, data_root)
     assert [other[i]["id"] for i in range(40)] != [a[i]["id"] for i in range(40)]
     assert a.describe(0) == full.describe(positions[0])
     with pytest.raises(DataError, match=r"imdb/test.jsonl has 1000 rows; n=1001 asks for more"):
-        open_rows({**spec, "n": 1001}, data_root)
+        open_source({**spec, "n": 1001}, data_root)
 
 
 def _demo_config():

@@ -125,13 +125,12 @@ def test_packed_rows_are_full_and_the_last_batch_takes_the_smallest_bucket(model
     """Prompts of 20-110 tokens into rows of 128 (buckets 32, 64, 128), 4 rows a batch: every prompt exactly once,
     no row over its length or `pack_max`, the rows of all but the last batch nearly full (first-fit over several
     batches of prompts), and the last batch at the smallest bucket that holds what is left in one batch."""
-    from monitor_jax.data.encode import CLASSIFICATION, Encoded
-
+    from monitor_jax.data.encode import classification_example
     from monitor_jax.data.pipeline import first_fit_decreasing
+    from monitor_jax.data.tasks import LabelIds
 
     def prompts(lengths):
-        return [Encoded(np.ones(n, np.int32), np.ones(n, np.int32), np.zeros(n, np.float32), label_position=n - 1,
-                        label=0, positive_id=1, negative_id=2, kind=CLASSIFICATION) for n in lengths]
+        return [classification_example(np.ones(n, np.int32), 0, LabelIds(1, 2)) for n in lengths]
 
     mesh = make_mesh(data=1, devices=jax.devices()[:1])
     scorer = Scorer(nnx.graphdef(model), mesh, batch_size=4, buckets=(32, 64, 128), pad_id=0, pack_max=6)

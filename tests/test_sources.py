@@ -1,4 +1,4 @@
-"""Data sources: JSONL, Parquet, TFDS (built from JSONL folders), filters, the factory, pickling."""
+"""Data sources: JSONL, Parquet, TFDS (built from JSONL folders), filters, the registry, pickling."""
 import json
 import logging
 import os
@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from monitor_jax.data.sources import (DataError, FilteredSource, JsonlSource, ParquetSource, TfdsSource,
-                                      open_source)
+from monitor_jax.data.sources import (DataError, FilteredSource, JsonlSource, ParquetSource, Source, SubsetSource,
+                                      TfdsSource, check_spec, describe, open_source)
+from monitor_jax.errors import ConfigError
 from monitor_jax.data.tfds_jsonl import build_tfds_from_jsonl, parse_features
 
 ROWS = [
@@ -252,17 +253,52 @@ def test_filtered_source_counts_and_reports(tmp_path, caplog):
 def test_open_source_factory(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", ROWS)
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "train.parquet")
-    jsonl = open_source({"kind": "jsonl", "path_or_paths": str(path), "fields": {"text": "prompt"}})
-    parquet = open_source({"kind": "parquet", "path_or_paths": str(tmp_path / "train.parquet")})
+    jsonl = open_source({"kind": "jsonl", "path": str(path), "fields": {"text": "prompt"}})
+    parquet = open_source({"kind": "parquet", "path": str(tmp_path / "train.parquet")})
     assert jsonl[3]["text"] == "prompt 3" and parquet[3] == ROWS[3]
-    with pytest.raises(DataError, match=re.escape("source kind 'csv' is not one of ['jsonl', 'parquet', 'tfds']")):
-        open_source({"kind": "csv", "path_or_paths": "x.csv"})
-    with pytest.raises(DataError, match="missing a required argument: 'path'; a jsonl source takes"):
+    with pytest.raises(DataError, match=re.escape(
+            "source kind 'csv' is not one of ['demo', 'jsonl', 'parquet', 'research', 'rows', 'tfds']")):
+        open_source({"kind": "csv", "path": "x.csv"})
+    with pytest.raises(DataError, match=re.escape("a jsonl source needs path; ['fields', 'kind'] lacks ['path']")):
         open_source({"kind": "jsonl", "fields": {}})
+    # The earlier name of `path` is gone: an unknown key, named with what the kind takes.
+    with pytest.raises(DataError, match=re.escape("has unknown key(s) ['path_or_paths']; a jsonl source takes "
+                                                  "['fields', 'kind', 'n', 'path', 'required', 'seed', 'where']")):
+        open_source({"kind": "jsonl", "path_or_paths": str(path)})
+
+
+def test_every_kind_and_wrapper_is_a_source(tmp_path):
+    """One base class: every kind, and the `n` and `where` wrappers around any of them, describe their rows."""
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    rows = open_source({"kind": "rows", "rows": ROWS, "name": "mine", "n": 6, "seed": 2, "where": {"is_harmful": 1}})
+    assert isinstance(rows, FilteredSource) and isinstance(rows.source, SubsetSource)
+    assert all(isinstance(s, Source) for s in (rows, rows.source, rows.source.source))
+    assert [rows[i]["is_harmful"] for i in range(len(rows))] == [1] * len(rows) and 0 < len(rows) < 6
+    assert rows.describe(0).startswith("mine row ")
+    subset = open_source({"kind": "jsonl", "path": str(path), "n": 3})
+    assert subset.name == f"{path} (3 rows, seed 0)" and subset.describe(0).startswith(f"{path} line ")
+    assert describe(subset, 0) == subset.describe(0) and describe(ROWS, 4) == "row 4"   # a plain list of rows
+    demo = open_source({"kind": "demo", "domain": "imdb", "split": "test", "n": 10, "where": {"label": [0, 1]}})
+    assert len(demo) == 10 and demo.name == "demo:imdb/test where {'label': [0, 1]}"
+
+
+def test_check_spec_names_the_config_key(tmp_path):
+    check_spec({"kind": "jsonl", "path": "not/opened/yet.jsonl"}, "", "eval.tasks[0].source")   # keys only
+    with pytest.raises(ConfigError, match=re.escape("eval.tasks[2].source: source kind 'csv' is not one of")):
+        check_spec({"kind": "csv"}, "", "eval.tasks[2].source")
+    with pytest.raises(ConfigError, match=re.escape("elicit.source: source spec {'kind': 'tfds', 'name': 'd', "
+                                                    "'split': 'train', 'dir': 'x'} has unknown key(s) ['dir']")):
+        check_spec({"kind": "tfds", "name": "d", "split": "train", "dir": "x"}, "", "elicit.source")
+    with pytest.raises(ConfigError, match=re.escape(f"data.instruction.source: {tmp_path}/instruct/train.jsonl does "
+                                                    f"not exist (data_root={str(tmp_path)!r}")):
+        check_spec({"kind": "research", "domain": "instruct", "split": "train"}, str(tmp_path),
+                   "data.instruction.source")
+    with pytest.raises(ConfigError, match=re.escape("data.classification[0].source: a source spec is a dict")):
+        check_spec("data.jsonl", "", "data.classification[0].source")
 
 
 def test_jsonl_and_parquet_specs_take_path_as_a_file_a_glob_or_a_list(tmp_path):
-    """Configs write {"kind": "jsonl", "path": ...} (before: only `path_or_paths` was accepted)."""
+    """Configs write {"kind": "jsonl", "path": ...}: a file, a glob pattern or a list of either."""
     write_jsonl(tmp_path / "a.jsonl", ROWS[:4])
     write_jsonl(tmp_path / "b.jsonl", ROWS[4:])
     assert len(open_source({"kind": "jsonl", "path": str(tmp_path / "a.jsonl")})) == 4

@@ -95,7 +95,8 @@ def test_per_task_loss_and_accuracy_are_each_sources_own(small_tokenizer):
     batch's classification loss."""
     from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
     from monitor_jax.data.mixing import make_schedule
-    from monitor_jax.data.pipeline import ListSource, train_batches
+    from monitor_jax.data.pipeline import train_batches
+    from monitor_jax.data.sources import ListSource
     from monitor_jax.data.tasks import ClassificationTask
     from monitor_jax.train.losses import classification_terms
     from tests.train_helpers import CHAT, TASK, to_jnp

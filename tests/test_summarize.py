@@ -45,20 +45,20 @@ def test_judge_scores_the_summaries_and_they_join_back_to_their_rows(setup):
     rows = demo.demo_rows("control_arena", "test", n=6)
     enc = SummaryEncoder(SUMMARIZE, tok, 128, JUDGE_TASK, judge, max_summary_tokens=12)
     graphdef, params = nnx.split(monitor)
-    sampler = Sampler(graphdef, tok, mesh, cfg=monitor.cfg, batch_size=4, max_prompt_length=128, max_new_tokens=12)
+    sampler = Sampler(graphdef, monitor.cfg, tok, mesh, batch_size=4, max_prompt_length=128, max_new_tokens=12)
     monitor_scorer = Scorer(graphdef, mesh, 4, (128, 256), tok.pad_id)
     with jax.set_mesh(mesh):
         result = Evaluator([make_eval_set("agent_summary", SUMMARIZE, True, rows, enc)], monitor_scorer,
                            sampler=sampler).run(params)
-    t = result["tasks"][0]
-    assert t["mode"] == "summarize" and t["judge"] == "judge (seed 2)" and len(t["summaries"]) == 6
-    assert list(t["labels"]) == [int(r["label"]) for r in rows]
+    t = result.sets[0]
+    assert t.mode == "summarize" and t.extras["judge"] == "judge (seed 2)" and len(t.scores.extras["summary"]) == 6
+    assert list(t.scores.labels) == [int(r["label"]) for r in rows]
     # Row i's score is the judge's log-odds over row i's summary alone (scored here by hand).
     judge_enc = ClassificationEncoder(JUDGE_TASK, tok, 256)
-    for i, (row, summary) in enumerate(zip(rows, t["summaries"])):
+    for i, (row, summary) in enumerate(zip(rows, t.scores.extras["summary"])):
         ids = np.asarray([judge_enc({"summary": summary, "label": row["label"]}).tokens])
         logits = np.asarray(judge_model(ids, np.ones_like(ids)))[0, -1]
-        np.testing.assert_allclose(t["log_odds"][i], logits[judge_enc.positive_id] - logits[judge_enc.negative_id],
+        np.testing.assert_allclose(t.scores.log_odds[i], logits[judge_enc.positive_id] - logits[judge_enc.negative_id],
                                    atol=1e-4, err_msg=f"row {i}")
 
 

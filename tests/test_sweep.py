@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor_jax.config import ConfigError, sweep_grid, validate
+from monitor_jax.config import ConfigError, changed_keys, sweep_grid, validate
 from monitor_jax.studies import sweep as sweeps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +150,37 @@ def test_the_sweep_record_keeps_display_names_for_the_report(tmp_path, demo_toke
     assert [g[0] for g in record["grid"]] == ["data.classification"] and record["grid"][0][2] == domains
     _, labels, notes = collect(tmp_path)
     assert labels == {"data.classification": domains} and len(notes) == len(domains)   # none run yet
+
+
+def test_a_started_run_whose_settings_changed_is_an_error_naming_it_and_the_key(tmp_path, demo_tokenizer):
+    """The rerun exits 2 naming the run and the changed key, and leaves its config.py and checkpoints alone;
+    --rerun_changed deletes it and writes it again with the new settings."""
+    work = tmp_path / "changed"
+    assert _sweep(work, demo_tokenizer, "--config.sweep.executor=slurm").returncode == 0   # written, not run
+    run, fresh = work / "runs" / "value-0.5_seed-0", work / "runs" / "value-1_seed-0"
+    (run / "checkpoints" / "4").mkdir(parents=True)                                       # as if it had finished
+    written = {f: (f.read_text(), f.stat().st_mtime_ns) for f in (run / "config.py", run / sweeps.RECORD)}
+    again = _sweep(work, demo_tokenizer, "--config.optim.lr=0.123")
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-3000:]
+    error = " ".join(again.stderr.split())
+    assert "run value-0.5_seed-0: optim.lr" in error and "value-1_seed-0" not in error   # that one never started
+    assert "new work directory" in error and "--rerun_changed" in error
+    assert {f: (f.read_text(), f.stat().st_mtime_ns) for f in written} == written
+    assert (run / "checkpoints" / "4").is_dir() and "finished already" not in again.stdout
+
+    rerun = _sweep(work, demo_tokenizer, "--config.optim.lr=0.123", "--config.sweep.executor=slurm", "--rerun_changed")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "run value-0.5_seed-0: its settings changed (optim.lr); deleting" in rerun.stdout
+    assert not (run / "checkpoints").exists()
+    for d in (run, fresh):
+        assert runpy.run_path(str(d / "config.py"))["get_config"]().optim.lr == 0.123
+
+
+def test_changed_keys_are_dotted_and_sorted():
+    old = {"optim": {"lr": 1e-3, "b1": 0.9}, "seed": 0, "eval": {"tasks": [{"task": "a"}]}, "gone": 1}
+    new = {"optim": {"lr": 5e-4, "b1": 0.9}, "seed": 0, "eval": {"tasks": [{"task": "b"}]}, "added": {"x": 1}}
+    assert changed_keys(old, new) == ["added", "eval.tasks", "gone", "optim.lr"]
+    assert changed_keys(old, old) == []
 
 
 def test_run_names_are_stable_and_distinct():

@@ -62,26 +62,26 @@ def test_evaluator_scores_after_the_models_own_reasoning(tok, tmp_path):
     rows = demo.demo_rows("chem_harm", "test", n=6)
     enc = ThinkingEncoder(TASK, tok, max_length=256, max_thinking_tokens=12)
     eval_set = make_eval_set("chem_thinking", TASK, True, rows, enc)
-    sampler = Sampler(graphdef, tok, mesh, cfg=model.cfg, batch_size=4, max_prompt_length=enc.prompt_budget,
+    sampler = Sampler(graphdef, model.cfg, tok, mesh, batch_size=4, max_prompt_length=enc.prompt_budget,
                       max_new_tokens=12)
     scorer = Scorer(graphdef, mesh, batch_size=4, buckets=(128, 256), pad_id=tok.pad_id)
     with jax.set_mesh(mesh):
         result = Evaluator([eval_set], scorer, sampler=sampler).run(params)
-    t = result["tasks"][0]
-    assert t["mode"] == "thinking" and t["n"] == 6
-    th = t["thinking"]
+    t = result.sets[0]
+    assert t.mode == "thinking" and t.n == 6
+    th = t.extras["thinking"]
     assert th["reached_marker"] + th["cut_by_budget"] <= 6 and th["cut_by_budget"] >= 1   # a random model rambles
 
-    reference = Sampler(model, tok, mesh, max_prompt_length=enc.prompt_budget, max_new_tokens=12, batch_size=4)
+    reference = Sampler(nnx.graphdef(model), model.cfg, tok, mesh, max_prompt_length=enc.prompt_budget, max_new_tokens=12, batch_size=4)
     for i, row in enumerate(rows):
         prompt = enc(row).tokens.tolist()
-        (gen,) = reference.generate([prompt])
+        (gen,) = reference.generate([prompt], params=nnx.state(model))
         ids = gen.ids[:-1] if gen.finish == "stop" else gen.ids
-        assert t["reasoning"][i] == tok.decode(ids) or th["reached_marker"]
+        assert t.scores.extras["reasoning"][i] == tok.decode(ids) or th["reached_marker"]
         full = np.asarray([prompt + ids + tok.encode("Answer:")])
         logits = np.asarray(model(full, np.ones_like(full)))[0, -1]
         expected = logits[enc.positive_id] - logits[enc.negative_id]
-        np.testing.assert_allclose(t["log_odds"][i], expected, atol=1e-4, err_msg=f"row {i}")
+        np.testing.assert_allclose(t.scores.log_odds[i], expected, atol=1e-4, err_msg=f"row {i}")
 
     out = write_report(result, tmp_path / "report")
     assert "Thinking mode" in (out / "report.md").read_text()
@@ -165,8 +165,8 @@ def test_real_checkpoint_thinks_like_transformers(smollm2_dir):
     enc = ThinkingEncoder(TASK, tok, max_length=256, max_thinking_tokens=40)
     rows = demo.demo_rows("chem_harm", "test", n=4)
     prompts = [enc(r) for r in rows]
-    sampler = Sampler(model, tok, mesh, max_prompt_length=enc.prompt_budget, max_new_tokens=40, batch_size=4)
-    gens = sampler.generate([p.tokens.tolist() for p in prompts])
+    sampler = Sampler(nnx.graphdef(model), model.cfg, tok, mesh, max_prompt_length=enc.prompt_budget, max_new_tokens=40, batch_size=4)
+    gens = sampler.generate([p.tokens.tolist() for p in prompts], params=nnx.state(model))
     scored = [enc.scored(p.tokens.tolist(), g, p.label, 0) for p, g in zip(prompts, gens)]
     with jax.set_mesh(mesh):
         scores = Scorer(graphdef, mesh, batch_size=4, buckets=(256,), pad_id=tok.pad_id).score_all(

@@ -35,6 +35,8 @@ def test_resume_gives_identical_parameters_and_data_order(tmp_path, demo_tokeniz
     assert first.status == "paused" and first.step == 4
     second = train(tiny_config(tmp_path / "resumed", demo_tokenizer))   # same work directory: resumes
     assert second.status == "finished" and second.step == 8
+    # Only train.run_steps differed, which says where a process stops: no settings change to record.
+    assert not (tmp_path / "resumed" / "config_changes.jsonl").exists()
 
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  jax.device_get(straight.state.params), jax.device_get(second.state.params))
@@ -45,6 +47,20 @@ def test_resume_gives_identical_parameters_and_data_order(tmp_path, demo_tokeniz
 
 
 @pytest.mark.slow
+def test_a_resume_with_changed_settings_names_and_records_them(tmp_path, demo_tokenizer, capsys):
+    first = train(tiny_config(tmp_path / "run", demo_tokenizer, steps=4, run_steps=2))
+    assert first.status == "paused"
+    c = tiny_config(tmp_path / "run", demo_tokenizer, steps=4)
+    c.optim.lr *= 2
+    assert train(c).status == "finished"
+    out = capsys.readouterr().out
+    assert f"resuming {tmp_path / 'run'} at step 2 with changed settings: optim.lr" in out
+    (record,) = [json.loads(line) for line in open(tmp_path / "run" / "config_changes.jsonl")]
+    assert record["step"] == 2 and record["changed"] == ["optim.lr"] and record["config"]["optim"]["lr"] == c.optim.lr
+    # config.json stays the config the run started with.
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optim"]["lr"] == c.optim.lr / 2
+
+
 def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_tokenizer):
     """SIGKILL at an arbitrary moment: the rerun resumes from the last complete checkpoint."""
     def cmd(workdir):

@@ -5,7 +5,8 @@ import numpy as np
 
 from monitor_jax.data.encode import ClassificationEncoder, InstructionEncoder
 from monitor_jax.data.mixing import make_schedule
-from monitor_jax.data.pipeline import ListSource, train_batches
+from monitor_jax.data.pipeline import train_batches
+from monitor_jax.data.sources import ListSource
 from monitor_jax.data.tasks import ClassificationTask, InstructionTask
 from monitor_jax.model import ModelConfig
 

@@ -9,7 +9,7 @@ research question needs a pretrained starting model (configs/paper/elicitation_r
 
     python -m monitor_jax.main elicit --config=configs/paper/elicitation_demo.py
 
-Stages and their files: monitor_jax/commands/elicit.py. Rerun to skip what is done; --stage=NAME reruns one.
+Stages and their files: monitor_jax/studies/elicitation/pipeline.py. Rerun to skip what is done; --stage=NAME reruns one.
 """
 import runpy
 from pathlib import Path

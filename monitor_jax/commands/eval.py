@@ -16,17 +16,16 @@ def run(config, flags=None) -> int:
     validate(config, jax.device_count(), training=False)
     if not config.eval.tasks:
         raise ConfigError("eval.tasks is empty: nothing to evaluate")
-    loaded = assemble.params(config, getattr(flags, "checkpoint", "") if flags else "")
-    evaluator = assemble.evaluator(config, loaded.tokenizer, loaded.graphdef, loaded.mesh, loaded.cfg,
-                                   check_label_mass=loaded.pretrained)
-    with jax.set_mesh(loaded.mesh):
-        result = evaluator.run(loaded.params, step=loaded.step or 0)
-    if loaded.step is not None:
-        name, title = str(loaded.step), f"checkpoint step {loaded.step}"
+    rt = assemble.runtime(config, getattr(flags, "checkpoint", "") if flags else "")
+    evaluator = assemble.evaluator(rt)
+    with jax.set_mesh(rt.mesh):
+        result = evaluator.run(rt.params, step=rt.step or 0)
+    if rt.step is not None:
+        name, title = str(rt.step), f"checkpoint step {rt.step}"
     else:
-        name = "base" if loaded.description.startswith("base") else Path(loaded.description).name
-        title = loaded.description
-    out = write_report(result, Path(config.workdir) / "eval" / name, title=title, source=loaded.description)
+        name = "base" if rt.description.startswith("base") else Path(rt.description).name
+        title = rt.description
+    out = write_report(result, Path(config.workdir) / "eval" / name, title=title, source=rt.description)
     if jax.process_index() == 0:
         print((out / "report.md").read_text())
         print(f"report written to {out}")

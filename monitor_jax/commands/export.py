@@ -14,8 +14,8 @@ def run(config, flags) -> int:
     if not flags.output:
         raise ConfigError("export needs --output")
     validate(config, jax.device_count(), training=False)
-    loaded = assemble.params(config, flags.checkpoint)
-    path = save_hf(nnx.merge(loaded.graphdef, loaded.params), flags.output, tokenizer=loaded.tokenizer_dir)
+    rt = assemble.runtime(config, flags.checkpoint)
+    path = save_hf(nnx.merge(rt.graphdef, rt.params), flags.output, tokenizer=rt.tokenizer_dir)
     if jax.process_index() == 0:
-        print(f"exported {loaded.description} to {path}")
+        print(f"exported {rt.description} to {path}")
     return EXIT_OK

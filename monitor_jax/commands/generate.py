@@ -36,7 +36,7 @@ def chat_messages(row: Mapping[str, Any], where: str) -> list[dict]:
     raise DataError(f"{where}: the row has neither 'messages' nor 'prompt' (has {sorted(row)})")
 
 
-def generate_file(sampler, tokenizer, input_path: str, output_path: str, task=None, **settings) -> dict[str, int]:
+def generate_file(sampler, params, tokenizer, input_path: str, output_path: str, task=None, **settings) -> dict[str, int]:
     """Generate for every row of `input_path` into `output_path` (JSONL), streaming; returns the counts.
 
     One output row per input row: id, index (the 0-based input line), text (the reply without its stop
@@ -64,7 +64,7 @@ def generate_file(sampler, tokenizer, input_path: str, output_path: str, task=No
     counts = dict(rows=0, truncated=0, stopped=0)
     with RowWriter(output_path) as writer, tqdm(total=len(source), desc="generate", unit="row",
                                                 disable=jax.process_index() != 0) as bar:
-        for g in sampler.stream(prompts(), **settings):
+        for g in sampler.stream(prompts(), params=params, **settings):
             row_id, cut = pending.pop(g.index)
             counts["rows"] += 1
             counts["truncated"] += cut > 0
@@ -80,14 +80,14 @@ def run(config, flags) -> int:
     if not (flags.input and flags.output):
         raise ConfigError("generate needs --input and --output (and optionally --task, --checkpoint)")
     validate(config, jax.device_count(), training=False)
-    task = assemble.task(config, flags.task) if flags.task else None
-    loaded = assemble.params(config, flags.checkpoint)
-    sampler = assemble.sampler(config, loaded)
+    rt = assemble.runtime(config, flags.checkpoint)
+    task = rt.task(flags.task) if flags.task else None
+    sampler = assemble.sampler(rt)
     g = config.generate
-    counts = generate_file(sampler, loaded.tokenizer, flags.input, flags.output, task,
+    counts = generate_file(sampler, rt.params, rt.tokenizer, flags.input, flags.output, task,
                            temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed)
     if jax.process_index() == 0:
-        print(f"generated for {counts['rows']} rows of {flags.input} with {loaded.description} -> {flags.output}; "
+        print(f"generated for {counts['rows']} rows of {flags.input} with {rt.description} -> {flags.output}; "
               f"{counts['stopped']} stopped on an end-of-turn token, {counts['rows'] - counts['stopped']} reached "
               f"generate.max_new_tokens={g.max_new_tokens}; {counts['truncated']} cut by the task's truncation")
     return EXIT_OK

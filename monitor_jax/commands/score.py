@@ -14,7 +14,7 @@ from monitor_jax.data.sources import JsonlSource
 from monitor_jax.errors import EXIT_OK, ConfigError, NonFiniteError
 
 
-def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_path: str) -> dict[str, int]:
+def score_file(rt: assemble.Runtime, scorer, task, input_path: str, output_path: str) -> dict[str, int]:
     """Score every row of a JSONL file with `task`'s prompt, streaming; returns the counts.
 
     One output row per input row: id, index (the 0-based input line), task, score (log-odds), p_positive,
@@ -23,7 +23,7 @@ def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_pa
     scored; a bad row or a non-finite score stops the command naming the input line.
     """
     source = JsonlSource(input_path)
-    enc = ClassificationEncoder(task, loaded.tokenizer, scorer.max_length)
+    enc = ClassificationEncoder(task, rt.tokenizer, scorer.max_length)
     # What each output row needs from its input, kept from encoding (so no row is read twice) until scored.
     pending: dict[int, tuple[object, int, int]] = {}
 
@@ -35,12 +35,12 @@ def score_file(loaded: assemble.Loaded, scorer, task, input_path: str, output_pa
             yield ex
 
     counts = dict(rows=0, truncated=0)
-    with RowWriter(output_path) as writer, jax.set_mesh(loaded.mesh), tqdm(
+    with RowWriter(output_path) as writer, jax.set_mesh(rt.mesh), tqdm(
             total=len(source), desc="score", unit="row", disable=jax.process_index() != 0) as bar:
-        for s in scorer.score(loaded.params, examples()):
+        for s in scorer.score(rt.params, examples()):
             if not (math.isfinite(s.log_odds) and math.isfinite(s.p_positive)):
                 raise NonFiniteError(f"{source.describe(s.index)}: the score is {s.log_odds} with "
-                                     f"{loaded.description}; stopped ({counts['rows']} rows were written "
+                                     f"{rt.description}; stopped ({counts['rows']} rows were written "
                                      f"to {writer.partial})")
             row_id, label, truncated = pending.pop(s.index)
             counts["rows"] += 1
@@ -59,11 +59,10 @@ def run(config, flags) -> int:
     if not (flags.input and flags.output and flags.task):
         raise ConfigError("score needs --task, --input and --output")
     validate(config, jax.device_count(), training=False)
-    task = assemble.task(config, flags.task)
-    loaded = assemble.params(config, flags.checkpoint)
-    scorer = assemble.scorer(config, loaded.graphdef, loaded.mesh, loaded.rules, loaded.tokenizer.pad_id)
-    counts = score_file(loaded, scorer, task, flags.input, flags.output)
+    rt = assemble.runtime(config, flags.checkpoint)
+    scorer = assemble.scorer(rt)
+    counts = score_file(rt, scorer, rt.task(flags.task), flags.input, flags.output)
     if jax.process_index() == 0:
-        print(f"scored {counts['rows']} rows of {flags.input} with {loaded.description} -> {flags.output}; "
+        print(f"scored {counts['rows']} rows of {flags.input} with {rt.description} -> {flags.output}; "
               f"{counts['truncated']} truncated to {scorer.max_length} tokens (column 'truncated')")
     return EXIT_OK

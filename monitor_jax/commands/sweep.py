@@ -10,18 +10,25 @@
 With `sweep.executor=local` the commands run here (`sweep.parallel` at a time). A run whose final
 checkpoint exists is skipped; an unfinished one resumes from its own checkpoints, so a killed sweep is
 completed by running the same command again. `report --sweep=WORKDIR` tabulates and plots the results.
+
+Each run's full resolved config is recorded beside its config.py (runs/NAME/sweep_run.json). A run that has
+started is skipped or resumed only under exactly those settings: if they changed (the config file, a flag, a
+default), the sweep stops with an error naming the runs and the changed keys, and neither their config.py nor
+their checkpoints are touched. Use a new work directory, or `--rerun_changed` to delete those runs and run them
+again.
 """
 from __future__ import annotations
 
 import json
 import math
 import shlex
+import shutil
 from pathlib import Path
 
 import jax
 import yaml
 
-from monitor_jax.config import ConfigError, set_key, sweep_grid, validate
+from monitor_jax.config import ConfigError, changed_keys, set_key, sweep_grid, validate
 from monitor_jax.errors import EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR
 from monitor_jax.studies import sweep as sweeps
 
@@ -29,6 +36,33 @@ from monitor_jax.studies import sweep as sweeps
 def _write(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
+
+
+def _check_changed(plans, rerun_changed: bool) -> None:
+    """A run that started under other settings than its config now gives is an error naming it and the
+    changed keys (its files untouched), or, with --rerun_changed, deleted so that it runs again."""
+    changed = {}
+    for r, c in plans:
+        if not sweeps.started(c.workdir):
+            continue    # written but never run: its config.py is rewritten freely
+        old = sweeps.recorded_config(c.workdir)
+        new = sweeps.run_settings(c)
+        if old is None:
+            changed[r.name] = ["(no record of the settings it ran with)"]
+        elif old != new:
+            changed[r.name] = changed_keys(old, new)
+    if not changed:
+        return
+    what = "; ".join(f"run {name}: {', '.join(keys)}" for name, keys in changed.items())
+    if not rerun_changed:
+        raise ConfigError(f"sweep: {len(changed)} run(s) already started with other settings than the config now "
+                          f"gives them ({what}); their files are left as they are. Use a new work directory "
+                          f"(--config.workdir=...), or --rerun_changed to delete those runs and run them again")
+    for r, c in plans:
+        if r.name in changed:
+            print(f"sweep: run {r.name}: its settings changed ({', '.join(changed[r.name])}); deleting {c.workdir} "
+                  f"to run it again (--rerun_changed)")
+            shutil.rmtree(c.workdir)
 
 
 def run(config, flags=None) -> int:
@@ -57,10 +91,12 @@ def run(config, flags=None) -> int:
         except ConfigError as e:
             raise ConfigError(f"sweep run {r.name}: {e}") from None
         plans.append((r, c))
+    _check_changed(plans, bool(getattr(flags, "rerun_changed", False)))
     commands = [sweeps.command(sweep_dir / "runs" / r.name, s.python or sweeps.PYTHON) for r, _ in plans]
     for (r, c), cmd in zip(plans, commands):
         (sweep_dir / "runs" / r.name).mkdir(parents=True, exist_ok=True)
         _write(sweep_dir / "runs" / r.name / "config.py", sweeps.run_config_file(config_path, r, c.workdir, cli))
+        _write(sweep_dir / "runs" / r.name / sweeps.RECORD, sweeps.record(r, sweeps.run_settings(c)))
     lines = [shlex.join(cmd) for cmd in commands]
     grid_record = [[k, v, names[k]] if k in names else [k, v] for k, v in grid.items()]   # names label the report
     record = dict(config=str(Path(config_path).resolve()), flags=cli, grid=grid_record,

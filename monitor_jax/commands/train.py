@@ -4,58 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-from flax import nnx
 
-from monitor_jax import assemble
-from monitor_jax.config import validate
 from monitor_jax.errors import EXIT_OK, EXIT_PREEMPTED
-from monitor_jax.train.trainer import LoopConfig, MetricsWriter, RunResult, train_loop
+from monitor_jax.eval.results import EvalResult
+from monitor_jax.runs import train_run as train   # noqa: F401  (tests and notebooks call commands.train.train)
 
 
-def train(c) -> RunResult:
-    """Train (or resume, from the work directory's newest intact checkpoint) the run `c` describes."""
-    validate(c, jax.device_count())
-    mesh = assemble.mesh(c)
-    tok, tok_dir = assemble.tokenizer(c)
-    model = assemble.model(c, mesh, tok)
-    graphdef, model_cfg = nnx.graphdef(model), model.cfg
-    rules = model_cfg.sharding_rules
-    optimizer = assemble.optimizer(c)
-    state = assemble.train_state(model, optimizer, mesh)
-    del model
-    data_iter = assemble.data_iterator(assemble.train_data(c, tok))
-    evaluator = (assemble.evaluator(c, tok, graphdef, mesh, model_cfg, check_label_mass=bool(c.model.hf_path))
-                 if c.eval.tasks else None)
-    mngr = assemble.checkpoint_manager(c)
-    start, state = assemble.resume(c, mngr, state, data_iter)
-    if start == 0 and jax.process_index() == 0:
-        Path(c.workdir).mkdir(parents=True, exist_ok=True)
-        (Path(c.workdir) / "config.json").write_text(c.to_json_best_effort(indent=2))
-    loop = LoopConfig(steps=c.train.steps, run_steps=c.train.run_steps, log_every=c.train.log_every,
-                      checkpoint_every=c.train.checkpoint_every, eval_every=c.eval.every,
-                      best_metric=c.train.best_metric)
-    result = train_loop(state, start, assemble.train_step(c, graphdef, optimizer), data_iter, mesh, rules, mngr,
-                        lambda s: assemble.save_args(c, s, data_iter), loop, MetricsWriter(c.workdir),
-                        assemble.task_names(c), evaluator, report_dir=Path(c.workdir) / "eval")
-    if result.status == "finished" and c.train.export_hf:
-        from monitor_jax.model import save_hf
-
-        save_hf(nnx.merge(graphdef, result.state.params), c.train.export_hf, tokenizer=tok_dir)
-    return result
-
-
-def _table(before, after) -> str:
+def _table(before: EvalResult | None, after: EvalResult | None) -> str:
     """Per eval set: AUROC, eval loss and label mass (P(positive) + P(negative)) before and after training."""
     rows = ["| eval set | domain | held out | n | AUROC before | AUROC after | eval loss before | eval loss after | "
             "label mass before | label mass after |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    after_by = {t["name"]: t for t in (after["tasks"] if after else [])}
-    fmt = lambda x: f"{x:.3f}" if x is not None else "-"  # noqa: E731
-    for t in (before or after)["tasks"]:
-        a, b = after_by.get(t["name"]), t if before else None
-        cells = [fmt(x["metrics"]["auroc"]["value"]) if x else "-" for x in (b, a)] + \
-                [fmt(x["loss"]) if x else "-" for x in (b, a)] + [fmt(x["label_mass"]) if x else "-" for x in (b, a)]
-        rows.append(f"| {t['name']} | {t['domain']} | {'yes' if t['heldout'] else 'no'} | {t['n']} | "
-                    + " | ".join(cells) + " |")
+    after_by = after.by_name() if after else {}
+    values = lambda x: (x.auroc.value, x.loss, x.label_mass) if x else (None, None, None)  # noqa: E731
+    for s in (before or after).sets:
+        b, a = values(s if before else None), values(after_by.get(s.name))
+        cells = [f"{v:.3f}" if v is not None else "-" for pair in zip(b, a) for v in pair]
+        rows.append(f"| {s.name} | {s.domain} | {'yes' if s.heldout else 'no'} | {s.n} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -7,7 +7,9 @@ A classification row is its prompt only: the label token is the target at the
 last prompt position (`label_position`), the one weight that is 1. Full logits
 there are never needed: the trainer gathers the hidden state at that position.
 An instruction row is a whole chat; its weights are 1 on targets that are
-assistant tokens.
+assistant tokens. An example stores its tokens, weights and label; its targets
+follow from them (`Encoded.targets`, and `pack`, which builds every batch row the
+trainer and the scorer read).
 
 Truncation never drops the instructions, the answer position or the label: an
 over-long classification prompt loses tokens from one side of its content field
@@ -21,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from monitor_jax.data.tasks import ClassificationTask, InstructionTask, TaskError
+from monitor_jax.data.tasks import (NO_LABEL_IDS, ClassificationTask, InstructionTask, LabelIds, TaskError,
+                                    resolve_label_ids)
 
 CLASSIFICATION, INSTRUCTION = 1, 0
 # transformers records {% generation %} spans on the compiled template, shared by
@@ -29,16 +32,28 @@ CLASSIFICATION, INSTRUCTION = 1, 0
 _TEMPLATE_LOCK = threading.Lock()
 
 
+class HasLabelIds:
+    """`positive_id` and `negative_id` of an object's `label_ids`."""
+    label_ids: LabelIds
+
+    @property
+    def positive_id(self) -> int:
+        return self.label_ids.positive
+
+    @property
+    def negative_id(self) -> int:
+        return self.label_ids.negative
+
+
 @dataclasses.dataclass
-class Encoded:
-    """One unpadded example: 1-D int arrays of its own length n."""
+class Encoded(HasLabelIds):
+    """One unpadded example: 1-D arrays of its own length n. Its label is stored once (`label`); the label's
+    token, the target at the label position, follows from it and the task's `label_ids`."""
     tokens: np.ndarray
-    targets: np.ndarray
     weights: np.ndarray
     label_position: int = -1
-    label: int = -1               # 1 positive, 0 negative, -1 instruction
-    positive_id: int = 0
-    negative_id: int = 0
+    label: int = -1               # 1 positive, 0 negative, -1 none (instruction rows, unlabeled rows to score)
+    label_ids: LabelIds = NO_LABEL_IDS   # the task's label tokens, shared by its examples
     task_id: int = 0
     kind: int = INSTRUCTION
     truncated: bool = False
@@ -47,20 +62,43 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def label_id(self) -> int:
+        """The token trained at the label position: the positive label's for label 1, else the negative's (an
+        unlabeled row is only ever scored)."""
+        return self.positive_id if self.label == 1 else self.negative_id
 
-def _shifted(ids: Sequence[int], pad_id: int) -> np.ndarray:
-    return np.asarray(list(ids[1:]) + [pad_id], np.int32)
+    @property
+    def targets(self) -> np.ndarray:
+        """targets[t], the token to predict at t: tokens[t + 1], and the label's token at a classification
+        example's label position. An instruction example's last position predicts nothing (weight 0): 0 here,
+        the pad id in a packed row."""
+        targets = np.zeros(len(self), np.int32)
+        targets[:-1] = self.tokens[1:]
+        if self.kind == CLASSIFICATION:
+            targets[self.label_position] = self.label_id
+        return targets
 
 
-class ClassificationEncoder:
-    """Encodes rows of one classification task (labels checked once, at construction)."""
+def classification_example(ids: Sequence[int], label: int, label_ids: LabelIds, task_id: int = 0,
+                           cut: int = 0) -> Encoded:
+    """A prompt whose last position is its answer position: the label's token is the target there, with the
+    example's one loss weight. `cut`: the prompt tokens truncation removed."""
+    weights = np.zeros(len(ids), np.float32)
+    weights[-1] = 1.0
+    return Encoded(np.asarray(ids, np.int32), weights, label_position=len(ids) - 1, label=label,
+                   label_ids=label_ids, task_id=task_id, kind=CLASSIFICATION, truncated=cut > 0,
+                   truncated_tokens=cut)
+
+
+class ClassificationEncoder(HasLabelIds):
+    """Encodes rows of one classification task (labels checked once per task and tokenizer)."""
 
     def __init__(self, task: ClassificationTask, tokenizer, max_length: int, task_id: int = 0,
                  check_labels: bool = True):
         self.task, self.tok, self.max_length, self.task_id = task, tokenizer, max_length, task_id
-        # check_labels=False: prompts only (thinking mode reads its labels after the reasoning, not here).
-        self.positive_id, self.negative_id = (task.label_ids(tokenizer, {f: "x" for f in task.fields})
-                                              if check_labels else (0, 0))
+        # check_labels=False: prompts only (thinking and summarization read their labels after the model writes).
+        self.label_ids = resolve_label_ids(task, tokenizer) if check_labels else NO_LABEL_IDS
         empty = task.render(tokenizer, {f: "" for f in task.fields}, "(length check)")
         self.overhead = len(tokenizer.encode(empty))
         if self.overhead >= max_length:
@@ -93,13 +131,7 @@ class ClassificationEncoder:
         else:
             positive = -1
         ids, cut = self.prompt_ids(row, where)
-        label_id = self.positive_id if positive == 1 else self.negative_id
-        targets = _shifted(ids, label_id)   # the last prompt position predicts the label
-        weights = np.zeros(len(ids), np.float32)
-        weights[-1] = 1.0
-        return Encoded(np.asarray(ids, np.int32), targets, weights, label_position=len(ids) - 1,
-                       label=positive, positive_id=self.positive_id, negative_id=self.negative_id,
-                       task_id=self.task_id, kind=CLASSIFICATION, truncated=cut > 0, truncated_tokens=cut)
+        return classification_example(ids, positive, self.label_ids, self.task_id, cut)
 
 
 class InstructionEncoder:
@@ -149,8 +181,8 @@ class InstructionEncoder:
                                 f"{self.max_length}; raise max_length or filter the row")
             raise TaskError(f"task {self.task.name}: row {where}: the chat template marks no assistant token "
                             f"(is an assistant turn empty?)")
-        return Encoded(np.asarray(ids, np.int32), _shifted(ids, self.tok.pad_id), weights,
-                       task_id=self.task_id, kind=INSTRUCTION, truncated=truncated, truncated_tokens=cut)
+        return Encoded(np.asarray(ids, np.int32), weights, task_id=self.task_id, kind=INSTRUCTION,
+                       truncated=truncated, truncated_tokens=cut)
 
 
 # ------------------------------------------------------------------ fixed shapes
@@ -176,13 +208,16 @@ def pad(example: Encoded, length: int, pad_id: int, slots: int = 0) -> dict[str,
 
 
 def pack(examples: Sequence[Encoded], length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray]:
-    """Examples of one kind back to back in one row: segment ids 1..k, positions restart.
+    """Examples of one kind back to back in one row: segment ids 1..k, positions restart. The rows of training
+    batches and of the scorer's batches are built here.
 
     Instruction rows: each segment's last target is its own shifted pad (weight 0), so no token is ever
     trained to predict the next segment's first token. Classification rows (`slots` >= k, one task): each
     example keeps its own label position (offset into the row) and label in its slot; empty slots have label
-    -1 and are masked out of the loss.
+    -1 and are masked out of the loss. No examples: a padding row (segment id 0, every slot empty).
     """
+    if not examples:
+        return _empty_row(length, pad_id, slots)
     kinds = {ex.kind for ex in examples}
     if len(kinds) != 1:
         raise ValueError("a packed row holds examples of one kind")
@@ -202,11 +237,13 @@ def _pack(examples: Sequence[Encoded], length: int, pad_id: int, slots: int) -> 
         if at + n > length:
             raise ValueError(f"packed examples need {at + n} tokens > length {length}"
                              if len(examples) > 1 else f"example of {n} tokens does not fit length {length}")
-        row["tokens"][at:at + n], row["targets"][at:at + n] = ex.tokens, ex.targets
+        row["tokens"][at:at + n] = ex.tokens
+        row["targets"][at:at + n - 1] = ex.tokens[1:]    # the last target: the label's token, or padding
         row["weights"][at:at + n] = ex.weights
         row["segment_ids"][at:at + n] = k + 1
         row["positions"][at:at + n] = np.arange(n)
         if ex.kind == CLASSIFICATION:
+            row["targets"][at + ex.label_position] = ex.label_id
             values = (at + ex.label_position, ex.label, ex.positive_id, ex.negative_id)
             for field, value in zip(LABEL_FIELDS, values):
                 if slots:

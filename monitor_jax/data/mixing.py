@@ -10,6 +10,7 @@ exactly the batches of an uninterrupted one.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Mapping, Sequence
 
@@ -18,6 +19,23 @@ import numpy as np
 import optax
 
 from monitor_jax.errors import ConfigError
+from monitor_jax.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The `data` config section: the training sources and their scheduled mixture."""
+    max_length: int = setting(512, "tokens per training row", low=1)
+    classification: list = setting([], "[{'task', 'source': {...}, 'weight'}]: classification sources, mixed by "
+                                   "weight within the classification share", check=False)
+    instruction: dict = setting({}, "{'task', 'source': {...}, 'pack': bool}: the instruction source ({} = none)",
+                                check=False)
+    mixing: dict = setting({"kind": "constant", "value": 1.0}, "r(step), the classification share of each batch: "
+                           "make_schedule arguments", check=False)
+    pack_classification: int = setting(0, "K > 0: up to K classification examples of a task in each row (one label "
+                                       "slot each; r then shares rows, not examples); 0 = one example per row",
+                                       low=0)
+    seed: int = setting(0, "the mixture's and the shuffles' seed", low=0)
 
 Schedule = Callable[[np.ndarray | int], np.ndarray]
 # Each schedule kind and the parameters it takes (`optax_schedule` below).

@@ -24,22 +24,6 @@ from monitor_jax.errors import DataError
 T = TypeVar("T")
 
 
-class ListSource:
-    """Rows held in memory (the demo suite, tests): a grain random-access source."""
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]], name: str = "rows"):
-        self.rows, self.name = list(rows), name
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> Mapping[str, Any]:
-        return self.rows[i]
-
-    def describe(self, i: int) -> str:
-        return f"{self.name} row {i}"
-
-
 def shuffled_indices(n: int, seed: int) -> grain.MapDataset:
     """0..n-1, reshuffled every epoch, forever (grain reseeds the shuffle per epoch)."""
     if n == 0:
@@ -189,42 +173,3 @@ def train_batches(classification: Sequence[tuple[Any, ClassificationEncoder, flo
     mixture = ScheduledMixture(cls_streams, [w for _, _, w in classification], instr, schedule, batch_size,
                                num_steps, seed=seed, process_index=process_index, process_count=process_count)
     return mixture.batch(mixture.local_batch, batch_fn=stack)
-
-
-def open_rows(spec: Mapping[str, Any], data_root: str = ""):
-    """A source from its config: {"kind": "demo", "domain", "split", "n"}, {"kind": "research", "domain",
-    "split", "n"} (`DATA_ROOT/DOMAIN/SPLIT.jsonl`, or the demo's rows with no `data_root`:
-    `research.resolve_source`) or a `sources.open_source` spec.
-
-    On a file source, `"n"` keeps a seeded random subset of that many rows (`"seed"`, default 0; fewer rows
-    than `n` is an error), and an optional `"where": {field: value or [values]}` keeps only matching rows,
-    through `FilteredSource`, which counts and logs what it drops.
-    """
-    from monitor_jax.data import research
-
-    spec = research.resolve_source(spec, data_root)
-    where = spec.pop("where", None)
-    if spec.get("kind") == "demo":
-        from monitor_jax.data import demo
-
-        missing = [k for k in ("domain", "split") if k not in spec]
-        if missing:
-            raise DataError(f"demo source {spec} lacks {missing}")
-        domain, split, n = spec["domain"], spec["split"], spec.get("n")
-        rows = (demo.instruction_rows(split, seed=spec.get("seed", 0), n=n) if domain == research.INSTRUCTION
-                else demo.demo_rows(domain, split, seed=spec.get("seed", 0), n=n))
-        source = ListSource(rows, f"demo:{domain}/{split}")
-    else:
-        from monitor_jax.data.sources import SubsetSource, open_source
-
-        n, seed = spec.pop("n", None), spec.pop("seed", 0)
-        source = open_source(spec)
-        if n is not None:
-            source = SubsetSource(source, n, seed)
-    if where:
-        from monitor_jax.data.sources import FilteredSource
-
-        allowed = {k: set(v) if isinstance(v, (list, tuple)) else {v} for k, v in dict(where).items()}
-        source = FilteredSource(source, lambda row: all(row.get(k) in vs for k, vs in allowed.items()),
-                                name=f"{getattr(source, 'name', spec.get('kind'))} where {dict(where)}")
-    return source

@@ -16,15 +16,14 @@ asks for reasoning first, then "Answer: Yes/No" (eval items with mode "thinking"
 instruction-following task (rows with `messages`). docs/tasks.md lists every task's fields.
 
 Rows: a `{"kind": "research", "domain", "split", "n"}` source reads `DATA_ROOT/DOMAIN/SPLIT.jsonl` when the
-config's `data_root` is set, else the demo suite's synthetic rows for that domain (`resolve_source`).
+config's `data_root` is set, else the demo suite's synthetic rows for that domain (`data/sources/registry.py`).
 Importing this module registers the tasks.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from monitor_jax.data import tasks
-from monitor_jax.errors import DataError
 
 DOMAINS = ("chem_harm", "cyber_harm", "control_arena", "covert_reasoning", "imdb")
 INSTRUCTION = "instruct"            # the instruction-following domain and task
@@ -140,19 +139,3 @@ for _task in (*TASKS.values(), *THINKING_TASKS.values(), *SUMMARY_TASKS.values()
 def data_file(data_root: str, domain: str, split: str) -> str:
     """Where a research source's rows live under a data root: DATA_ROOT/DOMAIN/SPLIT.jsonl."""
     return f"{data_root.rstrip('/')}/{domain}/{split}.jsonl"
-
-
-def resolve_source(spec: Mapping[str, Any], data_root: str) -> dict[str, Any]:
-    """A `{"kind": "research", "domain", "split", "n"}` source as the spec that reads it: with a data root, the
-    JSONL file `data_file(...)` (`n`: a seeded subset of that many rows, `data/pipeline.py: open_rows`); with
-    none, the demo suite's rows of that domain. Any other spec is returned unchanged."""
-    spec = dict(spec)
-    if spec.get("kind") != "research":
-        return spec
-    missing = [k for k in ("domain", "split") if k not in spec]
-    if missing:
-        raise DataError(f"research source {spec} lacks {missing}")
-    if not data_root:
-        return {**spec, "kind": "demo"}
-    domain, split = spec.pop("domain"), spec.pop("split")
-    return {**spec, "kind": "jsonl", "path": data_file(data_root, domain, split)}

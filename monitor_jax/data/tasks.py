@@ -10,12 +10,22 @@ same source under another task.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+import weakref
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from monitor_jax.errors import TaskError  # noqa: F401  (re-exported for callers)
 
 # Row label values accepted as positive / negative unless a task gives its own map.
 DEFAULT_LABELS: tuple[tuple[Any, bool], ...] = ((True, True), (False, False), (1, True), (0, False))
+
+
+class LabelIds(NamedTuple):
+    """A classification task's label tokens for one tokenizer."""
+    positive: int
+    negative: int
+
+
+NO_LABEL_IDS = LabelIds(0, 0)   # examples without label tokens: instruction rows, prompts whose labels come later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +86,9 @@ class ClassificationTask:
         """Prompt text up to (not including) the label token."""
         return tokenizer.chat(self.chat(row, where), add_generation_prompt=True) + self.answer_prefix
 
-    def label_ids(self, tokenizer, example_row: Mapping[str, Any]) -> tuple[int, int]:
-        """(positive id, negative id): each label must be exactly one token after the rendered prompt."""
+    def label_ids(self, tokenizer, example_row: Mapping[str, Any]) -> LabelIds:
+        """(positive id, negative id): each label must be exactly one token after the rendered prompt
+        (`resolve_label_ids` is what the encoders call: checked once per task and tokenizer)."""
         prompt = self.render(tokenizer, example_row, "(label check)")
         prompt_ids = tokenizer.encode(prompt)
         ids = []
@@ -92,7 +103,30 @@ class ClassificationTask:
             ids.append(extra[0])
         if ids[0] == ids[1]:
             raise TaskError(f"task {self.name}: labels {self.positive!r} and {self.negative!r} are the same token")
-        return ids[0], ids[1]
+        return LabelIds(ids[0], ids[1])
+
+
+# tokenizer -> {(task, after_marker): its label ids}; entries go with their tokenizer.
+_LABEL_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def resolve_label_ids(task: ClassificationTask, tokenizer, after_marker: bool = False) -> LabelIds:
+    """The task's label token ids for `tokenizer`, checked where the model writes the label: right after the
+    prompt (generation prompt, then answer_prefix), or, `after_marker` (thinking mode), right after the task's
+    answer marker. Each label must be one token there and the two must differ: a TaskError otherwise.
+
+    Checked once per task and tokenizer: the classification encoder, the thinking encoder and the config's
+    check of its own tasks (assemble.check_inline_labels) share the result.
+    """
+    try:
+        cache = _LABEL_IDS.setdefault(tokenizer, {})
+    except TypeError:   # a tokenizer object that takes no weak reference: checked on every call
+        cache = {}
+    key = (task, after_marker)
+    if key not in cache:
+        scored = dataclasses.replace(task, answer_prefix=task.answer_marker) if after_marker else task
+        cache[key] = scored.label_ids(tokenizer, {f: "x" for f in task.fields})
+    return cache[key]
 
 
 @dataclasses.dataclass(frozen=True)

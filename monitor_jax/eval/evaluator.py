@@ -1,30 +1,32 @@
-"""Evaluation of eval sets: encode once, score with the jitted scorer, compute metrics.
+"""Evaluation of eval sets: encode once, let each set's mode score it, compute metrics.
 
 Held-out domains and prompt variants are the same thing here: a task (prompt)
 over a source (rows), under a name unique in the run (the task's name unless
 two sets share it). The mean AUROC over sets marked `heldout` is the usual
-selection metric for checkpoints.
+selection metric for checkpoints. How a set is scored (single-token, thinking,
+summarize, or a registered plug-in) is its mode's business (eval/modes/); the
+evaluator does the same for every mode around it.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from monitor_jax.data.encode import ClassificationEncoder, Encoded
 from monitor_jax.data.sources import describe
 from monitor_jax.data.tasks import ClassificationTask
 from monitor_jax.errors import NonFiniteError
-from monitor_jax.eval.metrics import MetricError, monitor_metrics
+from monitor_jax.eval import modes
+from monitor_jax.eval.metrics import MetricError, binary_cross_entropy, monitor_metrics
+from monitor_jax.eval.modes import EvalSet, Mode, Scores
+from monitor_jax.eval.results import EvalResult, Interval, RowScores, SetResult
 from monitor_jax.eval.scoring import Scorer
-from monitor_jax.eval.summarize import SummaryEncoder
-from monitor_jax.eval.thinking import ThinkingEncoder, Thought, thinking_summary
-from monitor_jax.eval.writing import WritingEncoder
-from monitor_jax.generate.sampler import Generation, Sampler
+from monitor_jax.generate.sampler import Sampler
+from monitor_jax.settings import setting
 
 log = logging.getLogger("monitor_jax.eval")
 # Below this mean P(positive) + P(negative) at the answer position, the model would mostly write something
@@ -32,33 +34,17 @@ log = logging.getLogger("monitor_jax.eval")
 LABEL_MASS_WARNING = 0.5
 
 
-@dataclasses.dataclass
-class EvalSet:
-    name: str                                   # unique in the run: report rows, metric keys
-    task: ClassificationTask
-    heldout: bool
-    rows: list[dict]
-    examples: list[Encoded]                     # thinking mode: the generation prompts (scored after reasoning)
-    calibration: list[Encoded] | None = None    # rows the accuracy threshold is chosen on
-    thinking: ThinkingEncoder | None = None     # set: the monitor reasons before it is scored
-    summarize: SummaryEncoder | None = None     # set: the monitor summarizes, a judge scores the summary
-
-    @property
-    def mode(self) -> str:
-        return "thinking" if self.thinking else "summarize" if self.summarize else "single_token"
-
-    @property
-    def writer(self) -> WritingEncoder | None:
-        """The encoder of a mode in which the monitor writes first (its prompt budget and generation budget)."""
-        return self.thinking or self.summarize
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.array([ex.label for ex in self.examples])
-
-    @property
-    def truncated(self) -> int:
-        return sum(ex.truncated for ex in self.examples)
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The `eval` config section: the eval sets and how they are scored."""
+    tasks: list = setting([], "[{'task', 'source', 'heldout', 'calibration', 'name', 'mode', ...}]: the eval sets "
+                          "(docs/tasks.md)", check=False)
+    every: int = setting(0, "steps between evaluations during training (0 = before and after only)", low=0)
+    batch_size: int = setting(32, "rows per scoring batch", low=1)
+    buckets: tuple = setting((128, 256, 512), "prompt-length buckets (one compilation each)", low=1)
+    bootstrap: int = setting(1000, "resamples for the 95% intervals (0 = none)", low=0)
+    max_rows: int = setting(0, "the first N rows of each eval source (0 = all)", low=0)
+    pack_max: int = setting(0, "> 0: up to that many prompts packed into each row of the largest bucket", low=0)
 
 
 def unique_names(tasks: Sequence[str], names: Sequence[str | None]) -> list[str]:
@@ -72,21 +58,20 @@ def unique_names(tasks: Sequence[str], names: Sequence[str | None]) -> list[str]
     return out
 
 
-def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source,
-                  encoder: ClassificationEncoder | ThinkingEncoder, max_rows: int = 0, calibration=None) -> EvalSet:
-    """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source.
+def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source, encoder, max_rows: int = 0,
+                  calibration=None, mode: Mode | None = None) -> EvalSet:
+    """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source with `mode`'s
+    encoder (default: the mode that builds such encoders, e.g. a ThinkingEncoder's thinking mode)."""
+    mode = mode or modes.for_encoder(encoder)
 
-    A `ThinkingEncoder` or `SummaryEncoder` makes a thinking or summarization set: its examples are the
-    generation prompts."""
-    n = len(source) if not max_rows else min(len(source), max_rows)
-    rows = [source[i] for i in range(n)]
-    examples = [encoder(row, describe(source, i)) for i, row in enumerate(rows)]
-    cal = [encoder(calibration[i], describe(calibration, i)) for i in range(len(calibration))] if calibration else None
-    if isinstance(encoder, ThinkingEncoder):
-        return EvalSet(name, task, heldout, rows, examples, cal, thinking=encoder)
-    if isinstance(encoder, SummaryEncoder):
-        return EvalSet(name, task, heldout, rows, examples, cal, summarize=encoder)
-    return EvalSet(name, task, heldout, rows, examples, cal)
+    def encoded(what: str, src, n: int) -> EvalSet:
+        rows = [src[i] for i in range(n)]
+        return EvalSet(what, task, heldout, rows, [encoder(row, describe(src, i)) for i, row in enumerate(rows)],
+                       mode, encoder)
+
+    s = encoded(name, source, len(source) if not max_rows else min(len(source), max_rows))
+    s.calibration = encoded(f"{name} calibration", calibration, len(calibration)) if calibration else None
+    return s
 
 
 class Evaluator:
@@ -96,100 +81,69 @@ class Evaluator:
     def __init__(self, sets: list[EvalSet], scorer: Scorer, bootstrap: int = 0, check_label_mass: bool = False,
                  sampler: Sampler | None = None):
         self.sets, self.scorer, self.bootstrap, self.check_label_mass = sets, scorer, bootstrap, check_label_mass
-        self.sampler = sampler   # needed by thinking-mode sets
-        if sampler is None and any(s.writer for s in sets):
-            raise ValueError("thinking and summarization eval sets need a sampler")
+        self.sampler = sampler   # needed by the sets whose mode writes first
+        writing = sorted({s.mode.name for s in sets if s.mode.writes_first})
+        if sampler is None and writing:
+            raise ValueError(f"eval sets of mode(s) {writing} need a sampler (the monitor writes first)")
         self._warned: set[str] = set()
 
-    def _write(self, params, s: EvalSet, progress) -> list[Generation]:
-        """Greedy writing (reasoning or a summary) from every row's prompt, in row order."""
-        gens = self.sampler.generate([ex.tokens.tolist() for ex in s.examples], max_new_tokens=s.writer.max_new_tokens,
-                                     params=params)
-        progress(len(gens))
-        return gens
-
-    def _think(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[Thought]]:
-        """Each row's scored example after its own reasoning (in row order)."""
-        out = [s.thinking.scored(ex.tokens.tolist(), g, ex.label, ex.truncated_tokens, f"{s.name} row {i}")
-               for i, (g, ex) in enumerate(zip(self._write(params, s, progress), s.examples))]
-        return [e for e, _ in out], [t for _, t in out]
-
-    def _summarize(self, params, s: EvalSet, progress) -> tuple[list[Encoded], list[str]]:
-        """The judge's examples over each row's summary alone (in row order), and the summaries."""
-        summaries = [self.sampler.text(g) for g in self._write(params, s, progress)]
-        return ([s.summarize.judged(text, ex.label, f"{s.name} row {i}")
-                 for i, (text, ex) in enumerate(zip(summaries, s.examples))], summaries)
-
-    def run(self, params, step: int = 0, bootstrap: int | None = None) -> dict[str, Any]:
-        """{"tasks": [per-set dict with metrics and scores], "flat": {"eval/NAME/...": float}}.
+    def run(self, params, step: int = 0, bootstrap: int | None = None) -> EvalResult:
+        """Every set's result and the flat eval/... metrics.
 
         `bootstrap`: resamples for the 95% intervals (default: the evaluator's own count).
         """
         samples = self.bootstrap if bootstrap is None else bootstrap
-        total = sum(len(s.examples) * (2 if s.writer else 1) + len(s.calibration or ()) for s in self.sets)
-        out, flat, heldout = [], {}, []
+        total = sum(len(s.examples) * s.mode.passes + (len(s.calibration.examples) if s.calibration else 0)
+                    for s in self.sets)
+        results = []
         with tqdm(total=total, desc=f"eval (step {step})", unit="row", disable=jax.process_index() != 0,
                   leave=False) as bar:
             for s in self.sets:
-                examples, thoughts, summaries = s.examples, None, None
-                scorer, scored_params = self.scorer, params
-                if s.thinking:
-                    examples, thoughts = self._think(params, s, bar.update)
-                elif s.summarize:   # the judge scores, with its own parameters
-                    examples, summaries = self._summarize(params, s, bar.update)
-                    scorer, scored_params = s.summarize.judge.scorer, s.summarize.judge.params
-                scored = scorer.score_all(scored_params, examples, progress=bar.update)
-                log_odds = np.array([x.log_odds for x in scored])
-                probs = np.array([x.p_positive for x in scored])
-                bad = np.flatnonzero(~np.isfinite(log_odds))
-                if bad.size:
-                    row = s.rows[bad[0]]
-                    raise NonFiniteError(f"eval set {s.name}: {bad.size} of {len(log_odds)} scores are not finite "
-                                         f"(first: row {bad[0]}, id {row.get('id', bad[0])!r}, score "
-                                         f"{log_odds[bad[0]]}); the parameters or the inputs are broken")
-                label_mass = float(np.mean([x.label_mass for x in scored]))
-                if self.check_label_mass and label_mass < LABEL_MASS_WARNING and s.name not in self._warned:
-                    self._warned.add(s.name)
-                    log.warning("eval set %s: the model puts %.3f of its probability on the labels %r/%r at the "
-                                "answer position (mean over rows): it would mostly write something else, so the "
-                                "log-odds are a weak monitor signal; check the label strings (docs/tasks.md)",
-                                s.name, label_mass, s.task.positive, s.task.negative)
-                labels = s.labels
-                eps = 1e-7
-                loss = float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
-                calibration = None
-                if s.calibration:
-                    cal = self.scorer.score_all(params, s.calibration, progress=bar.update)
-                    calibration = (np.array([ex.label for ex in s.calibration]), np.array([x.log_odds for x in cal]))
+                scores = s.mode.run(params, s, self.scorer, self.sampler, bar.update)
+                _check_finite(s, scores.log_odds)
+                label_mass = float(np.mean(scores.label_mass))
+                self._warn_label_mass(s, label_mass)
+                calibration = self._calibration(params, s, bar.update)
                 try:
-                    metrics = monitor_metrics(labels, log_odds, probs, calibration=calibration, samples=samples,
-                                              seed=step)
+                    metrics = monitor_metrics(s.labels, scores.log_odds, scores.p_positive, calibration=calibration,
+                                              samples=samples, seed=step)
                 except MetricError as e:
                     raise MetricError(f"eval set {s.name}: {e}") from None
-                out.append(dict(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout, mode=s.mode,
-                                prompt=s.task.messages, positive=s.task.positive, negative=s.task.negative,
-                                n=len(labels), truncated=s.truncated,
-                                truncated_tokens=[ex.truncated_tokens for ex in s.examples], loss=loss,
-                                label_mass=label_mass, metrics=metrics, log_odds=log_odds, p_positive=probs,
-                                labels=labels, ids=[r.get("id", i) for i, r in enumerate(s.rows)]))
-                flat[f"eval/{s.name}/auroc"] = metrics["auroc"]["value"]
-                flat[f"eval/{s.name}/loss"] = loss
-                flat[f"eval/{s.name}/label_mass"] = label_mass
-                flat[f"eval/{s.name}/truncated"] = s.truncated
-                if summaries is not None:
-                    out[-1].update(summaries=summaries, judge=s.summarize.judge.description,
-                                   judge_truncated=sum(ex.truncated for ex in examples),
-                                   judge_task=s.summarize.judge_task.name,
-                                   positive=s.summarize.judge_task.positive, negative=s.summarize.judge_task.negative)
-                if thoughts is not None:
-                    summary = thinking_summary(thoughts, log_odds)
-                    out[-1].update(thinking=summary, reasoning=[t.reasoning for t in thoughts],
-                                   free_answer=[t.free_answer for t in thoughts])
-                    # answer_agreement is undefined (NaN) when no row wrote a label: left out, never written as NaN
-                    flat.update({f"eval/{s.name}/{k}": v for k, v in summary.items() if np.isfinite(v)})
-                if s.heldout:
-                    heldout.append(metrics["auroc"]["value"])
-        flat["eval/mean_auroc"] = float(np.mean([t["metrics"]["auroc"]["value"] for t in out]))
-        if heldout:
-            flat["eval/mean_heldout_auroc"] = float(np.mean(heldout))
-        return dict(step=step, tasks=out, flat=flat)
+                results.append(_result(s, scores, label_mass, metrics))
+        return EvalResult.of(step, results)
+
+    def _calibration(self, params, s: EvalSet, progress) -> tuple[np.ndarray, np.ndarray] | None:
+        """(labels, log-odds) of the set's calibration rows, scored by its mode, when it has them."""
+        if not s.calibration:
+            return None
+        return s.calibration.labels, s.mode.run(params, s.calibration, self.scorer, self.sampler, progress).log_odds
+
+    def _warn_label_mass(self, s: EvalSet, label_mass: float) -> None:
+        if self.check_label_mass and label_mass < LABEL_MASS_WARNING and s.name not in self._warned:
+            self._warned.add(s.name)
+            log.warning("eval set %s: the model puts %.3f of its probability on the labels %r/%r at the answer "
+                        "position (mean over rows): it would mostly write something else, so the log-odds are a "
+                        "weak monitor signal; check the label strings (docs/tasks.md)",
+                        s.name, label_mass, s.task.positive, s.task.negative)
+
+
+def _check_finite(s: EvalSet, log_odds: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(log_odds))
+    if bad.size:
+        row = s.rows[bad[0]]
+        raise NonFiniteError(f"eval set {s.name}: {bad.size} of {len(log_odds)} scores are not finite (first: row "
+                             f"{bad[0]}, id {row.get('id', bad[0])!r}, score {log_odds[bad[0]]}); the parameters or "
+                             f"the inputs are broken")
+
+
+def _result(s: EvalSet, scores: Scores, label_mass: float, metrics: dict) -> SetResult:
+    labels = s.labels
+    positive, negative = s.mode.labels(s)
+    rows = RowScores([r.get("id", i) for i, r in enumerate(s.rows)], labels, scores.log_odds, scores.p_positive,
+                     [ex.truncated_tokens for ex in s.examples], scores.row_extras)
+    return SetResult(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout, mode=s.mode.name,
+                     prompt=" / ".join(f"{role}: {text}" for role, text in s.task.messages), positive=positive,
+                     negative=negative, n=len(labels), truncated=s.truncated, label_mass=label_mass,
+                     loss=binary_cross_entropy(labels, scores.p_positive),
+                     metrics={k: Interval(**m) for k, m in metrics.items()}, extras=scores.extras,
+                     extra_metrics=scores.metrics, scores=rows)

@@ -51,6 +51,11 @@ def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(cands[int(np.argmax(acc))])
 
 
+def binary_cross_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean cross-entropy of P(positive) `probs` against 0/1 `labels` (the eval loss)."""
+    return float(-np.mean(labels * np.log(probs + eps) + (1 - labels) * np.log(1 - probs + eps)))
+
+
 def point_metrics(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray,
                   threshold: float | None = None) -> dict[str, float]:
     """Metrics of one set of rows. `scores` are log-odds; `probs` P(positive)."""

@@ -26,13 +26,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from monitor_jax.data.encode import Encoded
+from monitor_jax.data.encode import Encoded, pack
 from monitor_jax.data.pipeline import first_fit_decreasing, length_batches
 from monitor_jax.model.answer import answer_logits
 from monitor_jax.parallel.multihost import global_batch
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
 PACK_WINDOW_BATCHES = 4   # packed: batches of prompts first-fit together, of which the fullest batch of rows is scored
+SCORED_FIELDS = ("tokens", "segment_ids", "label_position", "positive_id", "negative_id")   # what score_batch reads
 
 
 def score_batch(graphdef: nnx.GraphDef, params: nnx.State, batch: dict) -> dict:
@@ -100,29 +101,22 @@ class Scorer:
         """Scores up to a batch of rows of `length` tokens, each holding the prompts of one pack (one prompt a
         row when unpacked; up to `slots` when packed)."""
         b = self.batch_size
-        arrays = dict(tokens=np.full((b, length), self.pad_id, np.int32), segment_ids=np.zeros((b, length), np.int32),
-                      label_position=np.zeros((b, slots), np.int32), positive_id=np.zeros((b, slots), np.int32),
-                      negative_id=np.zeros((b, slots), np.int32))
-        for r, pack in enumerate(packs):
-            at = 0
-            for j, (_, ex) in enumerate(pack):
-                n = len(ex)
-                arrays["tokens"][r, at:at + n] = ex.tokens
-                arrays["segment_ids"][r, at:at + n] = j + 1
-                arrays["label_position"][r, j] = at + ex.label_position
-                arrays["positive_id"][r, j], arrays["negative_id"][r, j] = ex.positive_id, ex.negative_id
-                at += n
-        self.real_tokens += sum(len(ex) for pack in packs for _, ex in pack)
+        # Rows as training packs them (encode.pack: segment ids 1..k, answer positions offset into the row), then
+        # padding rows (no prompts) up to the batch size.
+        rows = [pack([ex for _, ex in row], length, self.pad_id, slots) for row in packs]
+        rows += [pack([], length, self.pad_id, slots)] * (b - len(packs))
+        arrays = {f: np.stack([row[f] for row in rows]) for f in SCORED_FIELDS}
+        # Empty slots and padding rows read position 0 of their row; their outputs are dropped below.
+        arrays["label_position"] = np.maximum(arrays["label_position"], 0)
+        self.real_tokens += sum(len(ex) for row in packs for _, ex in row)
         self.computed_positions += b * length
-        # Empty slots and padding rows (all-padding prompts) read position 0 of their row; their outputs are
-        # dropped below.
         local = b // self.processes
         sl = slice(self.process * local, (self.process + 1) * local)
         out = jax.device_get(self._score(params, global_batch({f: v[sl] for f, v in arrays.items()}, self.mesh,
                                                               self.rules)))
         return [Scored(idx, *(float(out[f][r, j]) for f in ("log_odds", "p_positive", "p_positive_vocab",
                                                              "p_negative_vocab")))
-                for r, pack in enumerate(packs) for j, (idx, _) in enumerate(pack)]
+                for r, row in enumerate(packs) for j, (idx, _) in enumerate(row)]
 
     def _fullest_rows(self, pending: list[tuple[int, Encoded]], length: int) -> list[list[tuple[int, Encoded]]]:
         """`pending` first-fit decreasing into rows of `length`, the fullest first."""
@@ -168,7 +162,7 @@ class Scorer:
             for packs, length in self._packed_batches(examples):
                 # Answer slots per row: the batch's fullest row, rounded up to a power of two (a bounded number
                 # of compiled shapes), so a batch of rows holding two prompts each does not unembed `pack_max`.
-                most = max(len(pack) for pack in packs)
+                most = max(len(row) for row in packs)
                 yield from self._run(params, packs, length, min(1 << (most - 1).bit_length(), self.pack_max))
             return
         for length, rows in length_batches(enumerate(examples), lambda row: self._bucket(len(row[1])),

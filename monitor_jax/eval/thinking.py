@@ -16,8 +16,8 @@ import dataclasses
 
 import numpy as np
 
-from monitor_jax.data.encode import CLASSIFICATION, Encoded
-from monitor_jax.data.tasks import ClassificationTask, TaskError
+from monitor_jax.data.encode import Encoded, HasLabelIds, classification_example
+from monitor_jax.data.tasks import ClassificationTask, TaskError, resolve_label_ids
 from monitor_jax.eval.writing import WritingEncoder
 from monitor_jax.generate.sampler import Generation
 
@@ -35,7 +35,7 @@ class Thought:
     free_answer: int          # after the marker it wrote: 1 the positive label, 0 the negative, -1 neither/none
 
 
-class ThinkingEncoder(WritingEncoder):
+class ThinkingEncoder(WritingEncoder, HasLabelIds):
     """The generation prompt of a row, and its scored example once the model has reasoned."""
 
     def __init__(self, task: ClassificationTask, tokenizer, max_length: int, max_thinking_tokens: int,
@@ -53,9 +53,7 @@ class ThinkingEncoder(WritingEncoder):
         # The prompt is encoded (and cut by the task's truncation policy) to leave room for the reasoning.
         super().__init__(dataclasses.replace(task, answer_prefix=""), tokenizer, prompt_budget, max_thinking_tokens,
                          task_id)
-        # Labels are read right after the marker.
-        scored = dataclasses.replace(task, answer_prefix=task.answer_marker)
-        self.positive_id, self.negative_id = scored.label_ids(tokenizer, {f: "x" for f in task.fields})
+        self.label_ids = resolve_label_ids(task, tokenizer, after_marker=True)   # read right after the marker
         self.task_id = task_id
 
     def scored(self, prompt_ids: list[int], generation: Generation, label: int, cut: int,
@@ -82,13 +80,7 @@ class ThinkingEncoder(WritingEncoder):
         if len(tokens) > self.max_length:   # never cut: the budget arithmetic above should make this impossible
             raise TaskError(f"task {self.task.name}: row {where} is {len(tokens)} tokens after its reasoning, more "
                             f"than the largest eval bucket ({self.max_length}); raise eval.buckets")
-        n = len(tokens)
-        targets = np.asarray(tokens[1:] + [self.positive_id if label == 1 else self.negative_id], np.int32)
-        weights = np.zeros(n, np.float32)
-        weights[-1] = 1.0
-        example = Encoded(np.asarray(tokens, np.int32), targets, weights, label_position=n - 1, label=label,
-                          positive_id=self.positive_id, negative_id=self.negative_id, task_id=self.task_id,
-                          kind=CLASSIFICATION, truncated=cut > 0, truncated_tokens=cut)
+        example = classification_example(tokens, label, self.label_ids, self.task_id, cut)
         thought = Thought(reasoning, len(reasoning_ids), reached_marker=at >= 0,
                           cut_by_budget=at < 0 and generation.finish == "length", free_answer=free)
         return example, thought

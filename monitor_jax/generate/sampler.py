@@ -29,12 +29,26 @@ from monitor_jax.errors import ConfigError, DataError, NonFiniteError
 from monitor_jax.generate.decode import NO_TOKEN, generate_batch
 from monitor_jax.parallel.mesh import batch_split
 from monitor_jax.parallel.multihost import global_batch
+from monitor_jax.settings import setting
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 STOP_SLOTS = 8   # stop ids are passed as a fixed-size array (padded), so their number does not recompile
 
 # One jitted function for every Sampler: compiled programs are shared by models of the same structure.
 _GENERATE = jax.jit(generate_batch, static_argnums=(0,), static_argnames=("capacity",))
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """The `generate` config section: prompt buckets up to max_prompt_length; cache = bucket + max_new_tokens."""
+    batch_size: int = setting(8, "prompts per generation batch", low=1)
+    max_prompt_length: int = setting(512, "the longest prompt (a longer one is an error)", low=1)
+    max_new_tokens: int = setting(256, "tokens generated at most", low=1)
+    buckets: tuple = setting((128, 256, 512), "prompt-length buckets (one compilation each)", low=1)
+    temperature: float = setting(0.0, "0 = greedy", low=0.0)
+    top_k: int = setting(0, "sample among the k likeliest tokens (0 = all)", low=0)
+    top_p: float = setting(1.0, "nucleus sampling's probability mass", low=1e-9, high=1.0)
+    seed: int = setting(0, "the sampling seed", low=0)
 
 
 def compilations() -> int:
@@ -86,23 +100,18 @@ def prompt_buckets(max_prompt_length: int, buckets: Sequence[int] | None = None)
 
 
 class Sampler:
-    """Generates for batches of ragged prompts with `model` (an NNX Transformer), on `mesh` if given.
+    """Generates for batches of ragged prompts with the model `graphdef` describes (its `cfg`), on `mesh` if
+    given; the parameters come with each call, so one sampler serves every checkpoint of a run.
 
     `max_prompt_length` and `max_new_tokens` size the KV cache (bucket + max_new_tokens slots); their sum
     must fit the model's positions. A longer prompt is an error, never cut: truncation belongs to a task
     (the `generate` command truncates with `--task`'s policy and counts it).
     """
 
-    def __init__(self, model, tokenizer=None, mesh: Mesh | None = None, *, max_prompt_length: int = 1024,
-                 max_new_tokens: int = 256, batch_size: int = 8, buckets: Sequence[int] | None = None,
-                 eos_ids: Sequence[int] | None = None, cfg=None):
-        if isinstance(model, nnx.GraphDef):   # parameters come with each call (evaluation during training)
-            if cfg is None:
-                raise ValueError("a Sampler over a GraphDef needs its ModelConfig (cfg=)")
-            self.graphdef, self.params, self.cfg = model, None, cfg
-        else:
-            self.graphdef, self.params = nnx.split(model)
-            self.cfg = model.cfg
+    def __init__(self, graphdef: nnx.GraphDef, cfg, tokenizer=None, mesh: Mesh | None = None, *,
+                 max_prompt_length: int = 1024, max_new_tokens: int = 256, batch_size: int = 8,
+                 buckets: Sequence[int] | None = None, eos_ids: Sequence[int] | None = None):
+        self.graphdef, self.cfg = graphdef, cfg
         self.tokenizer, self.mesh, self.batch_size = tokenizer, mesh, batch_size
         for name, value in (("max_prompt_length", max_prompt_length), ("max_new_tokens", max_new_tokens),
                             ("batch_size", batch_size)):
@@ -173,15 +182,12 @@ class Sampler:
 
     def stream(self, prompts: Iterable[tuple[int, Sequence[int]]], *, max_new_tokens: int | None = None,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-               eos_ids: Sequence[int] | None = None, params=None) -> Iterator[Generation]:
+               eos_ids: Sequence[int] | None = None, params) -> Iterator[Generation]:
         """Generations in completion order for (index, prompt ids) pairs; holds one batch per bucket.
 
         `index` seeds the row's draws: the same index, prompt and seed give the same output in any batch.
-        `params`: the model state to generate with (default: the model's the Sampler was built from).
+        `params`: the model's parameters (nnx.Param state) to generate with.
         """
-        params = self.params if params is None else params
-        if params is None:
-            raise ValueError("this Sampler was built from a GraphDef: pass params=")
         budget = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not 0 < budget <= self.max_new_tokens:
             raise ConfigError(f"max_new_tokens={budget} must be in [1, {self.max_new_tokens}] (the Sampler's "
@@ -196,9 +202,9 @@ class Sampler:
                                            lambda row: self._bucket(*row), self.batch_size):
             yield from self._run(params, rows, length, settings)
 
-    def generate(self, prompts: Sequence[Sequence[int]], **kw) -> list[Generation]:
+    def generate(self, prompts: Sequence[Sequence[int]], *, params, **kw) -> list[Generation]:
         """Generations in input order (keyword arguments as `stream`)."""
-        return sorted(self.stream(enumerate(prompts), **kw), key=lambda g: g.index)
+        return sorted(self.stream(enumerate(prompts), params=params, **kw), key=lambda g: g.index)
 
     # ------------------------------------------------------------------ chat
     def encode_chat(self, messages: Sequence[dict]) -> list[int]:
@@ -211,11 +217,11 @@ class Sampler:
         """The reply's text: the new tokens without the stop id that ended them."""
         return self.tokenizer.decode(generation.reply_ids)
 
-    def chat(self, conversations: Sequence[Sequence[dict]], **kw) -> list[str]:
+    def chat(self, conversations: Sequence[Sequence[dict]], *, params, **kw) -> list[str]:
         """Replies to chat conversations (lists of {"role", "content"}), in order (keyword arguments as
         `stream`)."""
         prompts = [self.encode_chat(messages) for messages in conversations]
-        return [self.text(g) for g in self.generate(prompts, **kw)]
+        return [self.text(g) for g in self.generate(prompts, params=params, **kw)]
 
 
 def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, temperature: float = 0.0,
@@ -235,7 +241,8 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 
     max_prompt_length = min(bucket, max(longest, model.cfg.max_positions - max_new_tokens))
     dp = batch_split(mesh)
     size = batch_size or -(-min(len(prompts), 32) // dp) * dp
-    sampler = Sampler(model, None, mesh, max_prompt_length=max_prompt_length, max_new_tokens=max_new_tokens,
-                      batch_size=size, buckets=buckets, eos_ids=tuple(eos_ids))
-    return [g.ids for g in sampler.generate(prompts, temperature=temperature, top_k=top_k, top_p=top_p,
-                                            seed=seed)]
+    graphdef, params = nnx.split(model)
+    sampler = Sampler(graphdef, model.cfg, None, mesh, max_prompt_length=max_prompt_length,
+                      max_new_tokens=max_new_tokens, batch_size=size, buckets=buckets, eos_ids=tuple(eos_ids))
+    return [g.ids for g in sampler.generate(prompts, params=params, temperature=temperature, top_k=top_k,
+                                            top_p=top_p, seed=seed)]

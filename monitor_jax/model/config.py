@@ -13,6 +13,7 @@ from typing import Any
 
 from monitor_jax.model.attention import KERNELS
 from monitor_jax.parallel.sharding import DEFAULT_RULES, Rules
+from monitor_jax.settings import setting
 
 # architectures value in config.json -> family
 ARCHITECTURES = {
@@ -24,6 +25,28 @@ ARCHITECTURES = {
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")              # parameter and compute dtypes
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The `model` config section: where the model comes from, and what applies to any model."""
+    hf_path: str = setting("", "a Hugging Face checkpoint directory to start from, a .gguf file, or package:NAME "
+                           "(the GGUF a pip package ships; converted once, cached)")
+    config: dict = setting({}, "ModelConfig fields of a random-init model when hf_path is empty (vocab from the "
+                           "tokenizer)", check=False)
+    tokenizer: str = setting("", "tokenizer directory ('' = hf_path's; 'demo' = build the demo tokenizer)")
+    param_dtype: str = setting("float32", "parameter dtype", choices=DTYPES)
+    dtype: str = setting("float32", "compute dtype", choices=DTYPES)
+    remat: str = setting("none", "activation rematerialisation in the backward pass", choices=REMAT_POLICIES)
+    attention: str = setting("flash", "flash: keys in blocks of attention_block, memory linear in length; dense: "
+                             "[B, N, T, S] scores", choices=tuple(KERNELS))
+    attention_block: int = setting(256, "flash attention's queries and keys per block (256 beat 512 at every "
+                                   "length on CPU, docs/benchmarks.md)", low=1)
+
+    def overrides(self) -> dict[str, Any]:
+        """The ModelConfig fields that apply to any model, random-init or imported (dtypes, remat, attention)."""
+        return dict(param_dtype=self.param_dtype, dtype=self.dtype, remat=self.remat, attention=self.attention,
+                    attention_block=self.attention_block)
 
 
 @dataclasses.dataclass(frozen=True)

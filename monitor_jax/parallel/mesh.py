@@ -1,6 +1,7 @@
 """Build the ('data', 'fsdp', 'tensor') device mesh from a config."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -8,8 +9,17 @@ import jax
 from jax.sharding import AxisType, Mesh
 
 from monitor_jax.errors import ConfigError
+from monitor_jax.settings import setting
 
 MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The `mesh` config section: the device mesh's axis sizes (checked by `mesh_shape`)."""
+    data: int = setting(-1, "data-parallel size (-1 = the devices the other axes leave)", check=False)
+    fsdp: int = setting(1, "fully sharded data-parallel size: parameters and optimizer state sharded", check=False)
+    tensor: int = setting(1, "tensor-parallel size: heads and MLP columns split", check=False)
 
 
 def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from monitor_jax.eval.results import EvalResult  # noqa: E402
+
 METRICS = ("auroc", "tpr_at_1pct_fpr", "accuracy")
 
 
@@ -44,12 +46,11 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
             continue
         overrides = {k: _label(run["overrides"][k], names.get(k), grid[k]) for k in grid}
         seed = run["overrides"].get("seed")
-        for t in json.loads(report.read_text())["tasks"]:
-            row = dict(run=run["name"], **overrides, seed=seed, eval_set=t["name"], domain=t["domain"],
-                       heldout=t["heldout"], n=t["n"])
+        for s in EvalResult.from_json(json.loads(report.read_text())).sets:
+            row = dict(run=run["name"], **overrides, seed=seed, eval_set=s.name, domain=s.domain, heldout=s.heldout,
+                       n=s.n)
             for m in METRICS:
-                for part in ("value", "low", "high"):
-                    v = t["metrics"][m][part]
+                for part, v in s.metrics[m].to_json().items():
                     row[m if part == "value" else f"{m}_{part}"] = v
             rows.append(row)
     labels = {k: [_label(v, names.get(k), grid[k]) for v in grid[k]] for k in grid}

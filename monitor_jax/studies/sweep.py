@@ -23,6 +23,30 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from monitor_jax.settings import setting
+
+
+EXECUTORS = ("local", "slurm", "kubernetes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The `sweep` config section: one `train` run per grid point, under WORKDIR/runs/NAME."""
+    grid: tuple = setting((), "((config key, (values)) or (key, (values), (display names)), ...): every "
+                          "combination", check=False)
+    seeds: tuple = setting((), "each seed sets `seed` and `data.seed` (() = the config's own)", check=False)
+    executor: str = setting("local", "local: run them here | slurm | kubernetes: write the spec, print how to "
+                            "submit", choices=EXECUTORS)
+    parallel: int = setting(1, "local: runs at once; run slot k gets devices[k::parallel] in device_env", low=1)
+    device_env: str = setting("CUDA_VISIBLE_DEVICES", "the variable that gives a local run slot its devices")
+    devices: tuple = setting((), "the devices split among local run slots", check=False)
+    sbatch: dict = setting({}, "slurm: extra #SBATCH options, e.g. {'time': '04:00:00', 'gpus-per-task': 1}",
+                           check=False)
+    python: str = setting("", "the interpreter in every run's command ('' = this one; e.g. 'python' in images)")
+    image: str = setting("", "kubernetes: an image with monitor_jax installed and WORKDIR mounted at its path")
+    resources: dict = setting({}, "kubernetes: the container's resources, e.g. {'limits': {'nvidia.com/gpu': 1}}",
+                              check=False)
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -94,6 +118,43 @@ def command(run_dir: str | Path, python: str = "python") -> list[str]:
 def finished(workdir: str | Path, steps: int) -> bool:
     """The run saved its final step (orbax renames a step directory into place only once it is complete)."""
     return (Path(workdir) / "checkpoints" / str(steps)).is_dir()
+
+
+# What a run was written with: its full resolved config (JSON), kept beside its config.py. A run that started is
+# only ever skipped or resumed under the same settings.
+RECORD = "sweep_run.json"
+
+
+def run_settings(config) -> dict[str, Any]:
+    """A run's full resolved config as plain JSON, less the `sweep` section (how runs are launched, which no
+    run reads: a grid that grows leaves its finished runs as they are)."""
+    out = json.loads(config.to_json_best_effort())
+    out.pop("sweep", None)
+    return out
+
+
+def started(workdir: str | Path) -> bool:
+    """The run began training: it wrote its config.json (at step 0) or a checkpoint."""
+    w = Path(workdir)
+    return (w / "config.json").is_file() or any((w / "checkpoints").glob("*"))
+
+
+def recorded_config(workdir: str | Path) -> dict | None:
+    """The settings a run ran with: the config its training wrote when it started (config.json), else the one
+    the sweep wrote it with (RECORD), else None; as `run_settings` gives them."""
+    w = Path(workdir)
+    if (w / "config.json").is_file():
+        out = json.loads((w / "config.json").read_text())
+        out.pop("sweep", None)
+        return out
+    if (w / RECORD).is_file():
+        return json.loads((w / RECORD).read_text())["config"]
+    return None
+
+
+def record(run: Run, config: Mapping[str, Any]) -> str:
+    """The text of RECORD for `run` with its full resolved config (plain JSON)."""
+    return json.dumps(dict(name=run.name, overrides=run.overrides, config=config), indent=2, sort_keys=True) + "\n"
 
 
 def slurm_script(commands: Sequence[str], sweep_dir: str | Path, sbatch: Mapping[str, Any]) -> str:

@@ -6,6 +6,8 @@ import dataclasses
 import jax
 import optax
 
+from monitor_jax.settings import setting
+
 DECAYS = ("cosine", "linear", "constant")
 
 
@@ -30,15 +32,15 @@ def decay_mask(params):
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """The `optim` config block: AdamW with warmup + decay and global-norm clipping (0 = off)."""
-    lr: float = 1e-5
-    warmup_steps: int = 0
-    decay: str = "cosine"
-    end_factor: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
+    lr: float = setting(1e-5, "peak learning rate", low=0.0)
+    warmup_steps: int = setting(0, "linear warmup from 0 to lr over these steps", low=0)
+    decay: str = setting("cosine", "the learning rate after warmup", choices=DECAYS)
+    end_factor: float = setting(0.1, "cosine / linear decay ends at end_factor * lr", low=0.0)
+    b1: float = setting(0.9, "AdamW first-moment decay", low=0.0, high=1.0)
+    b2: float = setting(0.95, "AdamW second-moment decay", low=0.0, high=1.0)
+    eps: float = setting(1e-8, "AdamW epsilon", low=0.0)
+    weight_decay: float = setting(0.0, "AdamW weight decay, on matrices only (not norms or biases)", low=0.0)
+    clip_norm: float = setting(1.0, "global gradient-norm clipping (0 = off)", low=0.0)
 
 
 def adamw(optim: OptimConfig, steps: int) -> optax.GradientTransformation:

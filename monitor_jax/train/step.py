@@ -20,7 +20,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from monitor_jax.data.encode import INSTRUCTION
 from monitor_jax.model import Transformer
 from monitor_jax.parallel.multihost import batch_sharding
-from monitor_jax.train.losses import by_task, classification_terms, combine, instruction_loss, label_slots
+from monitor_jax.settings import setting
+from monitor_jax.train.losses import NORMALIZATIONS, by_task, classification_terms, combine, instruction_loss, label_slots
 
 
 @jax.tree_util.register_dataclass
@@ -33,10 +34,18 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    normalization: str = "per_source"
-    two_token: bool = False          # classification softmax over the two label tokens only
-    chunk_size: int = 256            # instruction loss: positions unembedded at once
-    grad_accum: int = 1              # micro-batches per step
+    """The `loss` config section, plus what the assembly derives from the data (not settings)."""
+    normalization: str = setting("per_source", "per_source: each loss is a mean over its own rows/tokens; "
+                                 "pooled: one mean over all", choices=NORMALIZATIONS)
+    two_token: bool = setting(False, "classification softmax over the two label tokens only")
+    chunk_size: int = setting(256, "instruction loss: positions unembedded at once (data.max_length is a "
+                              "multiple)", low=1)
+    grad_accum: int = setting(1, "micro-batches per step (their gradients summed: the large-batch gradient)",
+                              low=1)
+    cls_weight: dict = setting({"kind": "constant", "value": 1.0}, "w_cls(step), the classification loss's "
+                               "weight: data.mixing.make_schedule arguments", check=False)
+    sft_weight: dict = setting({"kind": "constant", "value": 1.0}, "w_sft(step), the instruction loss's weight",
+                               check=False)
     instruction: bool = True         # False: no instruction data in this run, the loss is not even traced
     num_tasks: int = 0               # classification sources (task ids 0..n-1): per-task loss and accuracy
 

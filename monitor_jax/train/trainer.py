@@ -27,7 +27,9 @@ from monitor_jax import checkpoints
 from monitor_jax.errors import NonFiniteError
 from monitor_jax.eval.evaluator import Evaluator
 from monitor_jax.eval.report import write_report
+from monitor_jax.eval.results import EvalResult
 from monitor_jax.parallel.multihost import global_batch
+from monitor_jax.settings import setting
 from monitor_jax.train.step import TrainState, jit_train_step
 
 log = logging.getLogger("monitor_jax.train")
@@ -39,13 +41,19 @@ class NonFiniteLoss(NonFiniteError):
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
-    """The `train` and `eval` keys the loop reads."""
-    steps: int                          # the run's total steps
-    run_steps: int = 0                  # stop this process after this many steps (0 = run to the end)
-    log_every: int = 10
-    checkpoint_every: int = 500
-    eval_every: int = 0                 # 0 = evaluate only before and after
-    best_metric: str = ""               # saved with every checkpoint, so the manager keeps the best
+    """The `train` config section (the loop's, the batch size and checkpoint keeping), plus `eval.every`."""
+    steps: int = setting(1000, "the run's total optimizer steps", low=1)
+    batch_size: int = setting(32, "rows per step, over all processes (classification + instruction)", low=1)
+    log_every: int = setting(10, "steps between logged metrics", low=1)
+    checkpoint_every: int = setting(500, "steps between orbax checkpoints", low=1)
+    keep: int = setting(2, "checkpoints kept (the best as well, with best_metric)", low=1)
+    best_metric: str = setting("", "an eval metric saved with every checkpoint, so the best one is kept (e.g. "
+                               "eval/mean_heldout_auroc)")
+    best_mode: str = setting("max", "whether the best best_metric is the largest or the smallest",
+                             choices=("max", "min"))
+    run_steps: int = setting(0, "stop this process after this many steps (0 = run to the end)", low=0)
+    export_hf: str = setting("", "write a Hugging Face checkpoint here at the end")
+    eval_every: int = 0                 # eval.every: 0 = evaluate only before and after
 
 
 @dataclasses.dataclass
@@ -53,8 +61,8 @@ class RunResult:
     step: int
     status: str                         # finished | preempted | paused
     metrics: dict[str, Any]
-    eval_before: dict[str, Any] | None
-    eval_after: dict[str, Any] | None
+    eval_before: EvalResult | None
+    eval_after: EvalResult | None
     state: TrainState | None = None
     compilations: int = 0
 
@@ -126,17 +134,17 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
         # orbax finished every earlier save before starting this one: seal those (the integrity record).
         checkpoints.seal_completed(mngr, exclude=(step,))
 
-    last_eval: dict[str, Any] = {}
+    last_eval: list[EvalResult] = []     # the latest evaluation
 
-    def evaluate(step: int) -> dict[str, Any]:
+    def evaluate(step: int) -> EvalResult:
         """Evaluate the current parameters; the report goes where `eval --checkpoint=STEP` writes its own."""
         result = evaluator.run(state.params, step=step)
-        writer.write(step, result["flat"])
+        writer.write(step, result.flat)
         if report_dir is not None:
             title = f"checkpoint step {step}" if step else "before training (step 0)"
             source = f"{mngr.directory}/{step}" if step else "the initial parameters"
             write_report(result, Path(report_dir) / str(step), title=title, source=source)
-        last_eval.update(result)
+        last_eval[:] = [result]
         return result
 
     def check(pending) -> dict[str, Any]:
@@ -201,10 +209,10 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
                     t_last, tokens_since = now, 0
                     writer.write(done, {f"train/{k}": v for k, v in last_metrics.items()})
                     bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", tok_s=f"{last_metrics['tokens_per_s']:.0f}")
-                eval_metrics = evaluate(done)["flat"] if eval_now else None
+                eval_metrics = evaluate(done).flat if eval_now else None
                 if save_now:
                     if loop.best_metric and eval_metrics is None and evaluator:
-                        eval_metrics = evaluate(done)["flat"]
+                        eval_metrics = evaluate(done).flat
                     save(done, eval_metrics)
                 if signals.received:
                     status = "preempted"
@@ -221,7 +229,7 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
         if status == "finished" and evaluator:
             # Evaluated already when the last step was saved (best_metric), else now; either way with a report.
             with jax.set_mesh(mesh):
-                eval_after = (dict(last_eval) if last_eval.get("step") == final_step
+                eval_after = (last_eval[0] if last_eval and last_eval[0].step == final_step
                               else evaluate(final_step))
     finally:
         bar.close()

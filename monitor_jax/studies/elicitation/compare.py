@@ -8,17 +8,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from monitor_jax.eval.results import EvalResult, SetResult
+
 COLUMNS = (("zero_shot", "zero-shot single-token"), ("zero_shot_thinking", "zero-shot thinking"),
            ("elicited", "elicited single-token"), ("supervised", "supervised single-token"))
 
 
-def _auroc(report: dict | None, name: str | None) -> dict[str, Any] | None:
-    if report is None or name is None:
-        return None
-    for t in report["tasks"]:
-        if t["name"] == name:
-            return dict(t["metrics"]["auroc"], n=t["n"])
-    return None
+def _sets(report: dict | EvalResult | None) -> dict[str, SetResult]:
+    """An evaluation's sets by name (a report.json read back, or the result itself)."""
+    if report is None:
+        return {}
+    return (report if isinstance(report, EvalResult) else EvalResult.from_json(report)).by_name()
+
+
+def _auroc(sets: dict[str, SetResult], name: str | None) -> dict[str, Any] | None:
+    s = sets.get(name)
+    return dict(s.auroc.to_json(), n=s.n) if s else None
 
 
 def _cell(m: dict | None) -> str:
@@ -28,15 +33,17 @@ def _cell(m: dict | None) -> str:
     return f"{m['value']:.3f}{interval}"
 
 
-def comparison(pairs: Sequence[tuple[str, str | None]], zero_shot: dict, elicited: dict,
-               supervised: dict | None) -> list[dict[str, Any]]:
-    """One row per single-token eval set; `pairs` gives each its thinking set over the same rows (or None)."""
+def comparison(pairs: Sequence[tuple[str, str | None]], zero_shot: dict | EvalResult, elicited: dict | EvalResult,
+               supervised: dict | EvalResult | None) -> list[dict[str, Any]]:
+    """One row per single-token eval set; `pairs` gives each its thinking set over the same rows (or None).
+    The evaluations are their report.json (as read back) or the results themselves."""
+    zero, elicit, superv = _sets(zero_shot), _sets(elicited), _sets(supervised)
     rows = []
     for name, thinking in pairs:
-        task = next(t for t in zero_shot["tasks"] if t["name"] == name)
-        rows.append(dict(name=name, domain=task["domain"], heldout=task["heldout"], n=task["n"], thinking_set=thinking,
-                         zero_shot=_auroc(zero_shot, name), zero_shot_thinking=_auroc(zero_shot, thinking),
-                         elicited=_auroc(elicited, name), supervised=_auroc(supervised, name)))
+        s = zero[name]
+        rows.append(dict(name=name, domain=s.domain, heldout=s.heldout, n=s.n, thinking_set=thinking,
+                         zero_shot=_auroc(zero, name), zero_shot_thinking=_auroc(zero, thinking),
+                         elicited=_auroc(elicit, name), supervised=_auroc(superv, name)))
     return rows
 
 

@@ -1,6 +1,6 @@
 """Thinking predictions of unlabeled rows: reason, then the log-odds at the answer position after the reasoning.
 
-The rows reach here without their label fields (commands/elicit.py removes them as it reads the source), so
+The rows reach here without their label fields (pipeline.py removes them as it reads the source), so
 nothing downstream can use a true label by accident: a source that has labels and one that does not give
 the same predictions.
 """

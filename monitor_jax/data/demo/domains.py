@@ -1,135 +1,25 @@
-"""The embedded demo monitor suite: seeded, procedural, shipped in the package.
+"""The demo's five domains: word lists and grammars standing in for the research's (`data/research.py`).
 
-Synthetic stand-ins for the research's five domains (`data/research.py`, whose
-tasks read them): harmful-intent requests in a chemistry-like (`chem_harm`) and a
-cyber-like (`cyber_harm`) domain, agent transcripts where the agent does or does
-not take a dangerous unrequested action (`control_arena`), reasoning traces with
-or without a covert side task (`covert_reasoning`), and reviews (`imdb`); plus a
-small procedural instruction-following set (`instruct`).
+Harmful-intent requests in a chemistry-like (`chem_harm`) and a cyber-like (`cyber_harm`) domain, agent
+transcripts where the agent does or does not take a dangerous unrequested action (`control_arena`), reasoning
+traces with or without a covert side task (`covert_reasoning`), and reviews (`imdb`). The research's tasks
+(`data/research.py`, registered when it is imported) read these rows.
 
-Every row is a sentence grammar filled from word lists. Both labels draw on the
-same words: the label lives in how the parts combine (who acts, what is asked
-for, what was requested, negation, which clause follows "but"), so a bag of
-words does only moderately well (`bow_baseline_auroc`) and a model must read
-the composition. A share of rows (`AMBIGUOUS`) is genuinely label-ambiguous and
-carries a coin-flip label, as real monitor data does.
-
-Rows are a pure function of (domain, split, seed). A text belongs to the train
-or the test split by a stable hash of the text itself, so the splits never share
-a text, whatever the seeds. Importing this module registers the research's tasks.
+Both labels draw on the same words: the label lives in how the parts combine (who acts, what is asked for,
+what was requested, negation, which clause follows "but"), so a bag of words does only moderately well
+(`benchmarks/bow_baseline.py`) and a model must read the composition. A share of rows (`grammar.AMBIGUOUS`)
+is genuinely label-ambiguous and carries a coin-flip label, as real monitor data does.
 """
 from __future__ import annotations
 
 import functools
-import json
-import os
-import zlib
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
-
-import numpy as np
 
 from monitor_jax.data import research
+from monitor_jax.data.demo.grammar import balanced_labels, draw_in_split, rows_rng, sample_text, size_of
 from monitor_jax.errors import DataError
 
-if TYPE_CHECKING:   # importing monitor_jax.model imports jax; the demo data needs neither
-    from monitor_jax.model.tokenizer import Tokenizer
-
-_Drawn = TypeVar("_Drawn")
-
 DOMAINS = research.DOMAINS
-SPLITS = research.SPLITS
-# Rows are seeded by each domain's name in the first version of the suite, so renaming a domain after the
-# research's kept every row (and the demo tokenizer, and every figure measured on them) as it was.
-_SEED_NAMES = {"control_arena": "agent_danger", "imdb": "sentiment", research.INSTRUCTION: "demo_instruct"}
 SIZES = {"train": 3000, "test": 1000}
-INSTRUCTION_SIZES = {"train": 2000, "test": 200}
-AMBIGUOUS = 0.06          # share of rows whose text does not decide the label
-TEST_BUCKETS = 5          # a text is a test text iff crc32(text) % TEST_BUCKETS == 0
-
-# ---------------------------------------------------------------------------
-# Sampling machinery
-# ---------------------------------------------------------------------------
-
-
-def _rng(*keys: Any) -> np.random.Generator:
-    """A generator seeded from the keys' text through crc32: stable across processes (unlike hash())."""
-    return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
-
-
-def _split_of(text: str) -> str:
-    return "test" if zlib.crc32(text.encode()) % TEST_BUCKETS == 0 else "train"
-
-
-def _pick(rng: np.random.Generator, seq):
-    return seq[int(rng.integers(len(seq)))]
-
-
-class _Slots(dict):
-    """Fills `{name}` slots lazily, one choice per name per row.
-
-    A trailing digit asks for another item of the same list: `{act2}` is an
-    action different from `{act}`. Items may be dicts, read as `{act[cmd]}`.
-    """
-
-    def __init__(self, words: dict[str, list], rng: np.random.Generator):
-        super().__init__()
-        self.words, self.rng = words, rng
-
-    def __missing__(self, name: str):
-        base = name.rstrip("0123456789")
-        taken = [v for k, v in self.items() if k.rstrip("0123456789") == base]
-        value = _pick(self.rng, [w for w in self.words[base] if w not in taken])
-        self[name] = value
-        return value
-
-
-def _render(grammar: dict, parts: tuple[str, ...], rng: np.random.Generator) -> str:
-    slots = _Slots(grammar["words"], rng)
-    pieces: list[str] = []
-    for part in parts:
-        piece = _pick(rng, grammar["parts"][part]).format_map(slots)
-        if not piece:
-            continue
-        if pieces and piece[0] in ",.":   # punctuation parts close the previous clause
-            pieces[-1] += piece
-            continue
-        if not pieces or pieces[-1][-1] in ".?!":
-            piece = piece[0].upper() + piece[1:]
-        pieces.append(piece)
-    return grammar.get("joiner", " ").join(pieces)
-
-
-def _sample_text(grammar: dict, label: int, rng: np.random.Generator) -> str:
-    if rng.random() < AMBIGUOUS:
-        parts = _pick(rng, grammar["ambiguous"])
-    else:
-        cells = [(w, parts) for lab, w, parts in grammar["cells"] if lab == label]
-        weights = np.array([w for w, _ in cells], dtype=float)
-        parts = cells[int(rng.choice(len(cells), p=weights / weights.sum()))][1]
-    return _render(grammar, tuple(grammar.get("before", ())) + parts + tuple(grammar.get("after", ())), rng)
-
-
-def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
-    if n % 2:
-        raise DataError(f"demo splits are exactly 50/50, so n must be even; got n={n}")
-    return rng.permutation(np.repeat([1, 0], n // 2))
-
-
-def _size(split: str, n: int | None, sizes: dict[str, int]) -> int:
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
-    return sizes[split] if n is None else n
-
-
-def _draw_in_split(split: str, draw: Callable[[], _Drawn],
-                   text_of: Callable[[_Drawn], str] = lambda drawn: drawn) -> _Drawn:
-    """Redraw until the text hashes into `split` (train and test then never share a text)."""
-    while True:
-        drawn = draw()
-        if _split_of(text_of(drawn)) == split:
-            return drawn
-
 
 # ---------------------------------------------------------------------------
 # Grammars. `cells` are (label, weight, parts): parts name template lists in
@@ -429,150 +319,10 @@ def demo_rows(domain: str, split: str, seed: int = 0, n: int | None = None) -> l
     """`n` rows {"id", "text", "label"} of a demo domain: exactly half label 1, a function of (domain, split, seed)."""
     if domain not in _GRAMMARS:
         raise DataError(f"unknown demo domain {domain!r}; choose one of {DOMAINS}")
-    n = _size(split, n, SIZES)
-    rng = _rng("demo", _SEED_NAMES.get(domain, domain), split, seed)
+    n = size_of(split, n, SIZES)
+    rng = rows_rng(domain, split, seed)
     rows = []
-    for i, label in enumerate(_balanced_labels(n, rng)):
-        text = _draw_in_split(split, functools.partial(_sample_text, _GRAMMARS[domain], int(label), rng))
+    for i, label in enumerate(balanced_labels(n, rng)):
+        text = draw_in_split(split, functools.partial(sample_text, _GRAMMARS[domain], int(label), rng))
         rows.append({"id": f"{domain}-{split}-{i}", "text": text, "label": int(label)})
     return rows
-
-
-# ---------------------------------------------------------------------------
-# Instruction following: procedural requests with one correct answer.
-# ---------------------------------------------------------------------------
-
-_NOUNS = ["apple", "river", "lamp", "garden", "pencil", "cloud", "window", "tiger", "bottle", "mountain", "violin",
-          "candle", "rocket", "basket", "forest", "mirror"]
-_COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
-_ANIMALS = ["cat", "dog", "horse", "rabbit", "fox", "owl", "goat", "duck"]
-_VERBS = ["chased", "found", "watched", "carried", "ignored", "painted", "dropped", "followed"]
-
-
-def _sentence(rng) -> tuple[str, list[str]]:
-    words = ["the", _pick(rng, _COLORS), _pick(rng, _ANIMALS), _pick(rng, _VERBS), "the", _pick(rng, _NOUNS)]
-    return " ".join(words).capitalize() + ".", words
-
-
-def _words(rng, lo: int, hi: int) -> list[str]:
-    k = int(rng.integers(lo, hi + 1))
-    return [str(w) for w in rng.choice(_NOUNS, size=k, replace=False)]
-
-
-def _repeat(rng):
-    word, k = _pick(rng, _NOUNS), int(rng.integers(2, 6))
-    return f'Repeat the word "{word}" {k} times, separated by spaces.', " ".join([word] * k)
-
-
-def _reverse(rng):
-    items = _words(rng, 3, 6)
-    return f"Reverse the order of this list: {', '.join(items)}.", ", ".join(items[::-1])
-
-
-def _count(rng):
-    items = _words(rng, 2, 9)
-    return f"How many items are in this list: {', '.join(items)}? Answer with a number.", str(len(items))
-
-
-def _contains(rng):
-    sentence, words = _sentence(rng)
-    present = rng.random() < 0.5
-    word = _pick(rng, [w for w in (words[1:] if present else _COLORS + _ANIMALS + _NOUNS) if (w in words) == present])
-    answer = "Yes" if present else "No"
-    return f'Sentence: "{sentence}"\nDoes the sentence contain the word "{word}"? Answer Yes or No.', answer
-
-
-def _upper(rng):
-    sentence, _ = _sentence(rng)
-    return f"Copy this sentence in upper case: {sentence}", sentence.upper()
-
-
-def _last_word(rng):
-    sentence, words = _sentence(rng)
-    return f'What is the last word of the sentence "{sentence}"?', words[-1]
-
-
-def _sort(rng):
-    items = _words(rng, 3, 6)
-    return f"Sort these words alphabetically: {', '.join(items)}.", ", ".join(sorted(items))
-
-
-def _add(rng):
-    a, b = int(rng.integers(0, 50)), int(rng.integers(0, 50))
-    return f"What is {a} plus {b}? Answer with a number.", str(a + b)
-
-
-_INSTRUCTIONS = (_repeat, _reverse, _count, _contains, _upper, _last_word, _sort, _add)
-
-
-def instruction_rows(split: str, seed: int = 0, n: int | None = None) -> list[dict]:
-    """`n` chat rows {"id", "messages"} of procedural instructions with deterministic answers."""
-    n = _size(split, n, INSTRUCTION_SIZES)
-    rng = _rng("demo", _SEED_NAMES[research.INSTRUCTION], split, seed)
-    rows = []
-    for i in range(n):
-        prompt, answer = _draw_in_split(split, lambda: _pick(rng, _INSTRUCTIONS)(rng), text_of=lambda qa: qa[0])
-        rows.append({"id": f"{research.INSTRUCTION}-{split}-{i}", "messages": [
-            {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
-    return rows
-
-
-# The prompts the demo tokenizer is trained on (with their labels). Only these: a prompt added to the research's
-# tasks later must not change the tokenizer, and so every demo figure.
-TOKENIZER_TASKS = ("chem_harm", "cyber_harm", "cyber_harm_inverted", "control_arena", "control_arena_paraphrased",
-                   "covert_reasoning", "imdb")
-
-
-# ---------------------------------------------------------------------------
-# Tokenizer, files, baseline
-# ---------------------------------------------------------------------------
-
-
-def demo_corpus(seed: int = 0) -> list[str]:
-    """Texts to train the demo tokenizer on: all train rows, instructions, and every prompt with its labels."""
-    corpus = []
-    for domain in DOMAINS:
-        rows = demo_rows(domain, "train", seed)
-        corpus += [r["text"] for r in rows]
-        # Prompts followed by each label as the chat template places them, so "Yes"/"No" are one token each.
-        for task in (research.TASKS[n] for n in TOKENIZER_TASKS if research.TASKS[n].domain == domain):
-            for row in rows[:100]:
-                prompt = "\n".join(m["content"] for m in task.chat(row))
-                corpus += [f"{prompt}\n{task.positive}", f"{prompt}\n{task.negative}"]
-    corpus += [m["content"] for row in instruction_rows("train", seed) for m in row["messages"]]
-    return corpus
-
-
-def build_demo_tokenizer(path: str | os.PathLike, vocab_size: int = 2048, seed: int = 0) -> Tokenizer:
-    """A byte-level BPE trained on `demo_corpus`, saved to `path` with the ChatML template."""
-    from monitor_jax.model.tokenizer import build_tokenizer
-
-    return build_tokenizer(path, demo_corpus(seed), vocab_size=vocab_size)
-
-
-def write_demo_jsonl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write `out_dir/<domain>/{train,test}.jsonl` for every domain and `instruct` (the layout a config's
-    `data_root` reads, `research.data_file`); return `out_dir`."""
-    out = Path(out_dir)
-    for name in (*DOMAINS, research.INSTRUCTION):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for split in SPLITS:
-            rows = instruction_rows(split, seed) if name == research.INSTRUCTION else demo_rows(name, split, seed)
-            with open(out / name / f"{split}.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-    return out
-
-
-def bow_baseline_auroc(domain: str, seed: int = 0, ngram_range: tuple[int, int] = (1, 1)) -> float:
-    """Test AUROC of a bag-of-words (n-gram counts) logistic regression trained on the domain's train split."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    train, test = demo_rows(domain, "train", seed), demo_rows(domain, "test", seed)
-    # Keep one-letter words ("I", "a"): who acts is part of the signal, and the default pattern drops them.
-    vectorizer = CountVectorizer(ngram_range=ngram_range, token_pattern=r"(?u)\b\w+\b")
-    x_train = vectorizer.fit_transform([r["text"] for r in train])
-    model = LogisticRegression(max_iter=2000).fit(x_train, [r["label"] for r in train])
-    scores = model.decision_function(vectorizer.transform([r["text"] for r in test]))
-    return float(roc_auc_score([r["label"] for r in test], scores))
