@@ -20,7 +20,7 @@ from monitor_jax.data.mixing import DataConfig, check_schedule, classification_r
 from monitor_jax.data.tasks import Task, TaskError, from_spec
 from monitor_jax.errors import ConfigError  # noqa: F401  (re-exported for callers)
 from monitor_jax.eval import modes
-from monitor_jax.eval.evaluator import EvalConfig, unique_names
+from monitor_jax.eval.evaluator import EvalConfig, item_names
 from monitor_jax.generate.sampler import GenerateConfig
 from monitor_jax.model.config import ModelConfig, ModelSettings
 from monitor_jax.parallel.mesh import MESH_AXES, MeshConfig, mesh_shape
@@ -81,7 +81,7 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
 
 def eval_names(c: ml_collections.ConfigDict) -> list[str]:
     """Each eval item's name (its own, else its task's, made unique): report rows and eval/NAME/ metrics."""
-    return unique_names([item["task"] for item in c.eval.tasks], [item.get("name") for item in c.eval.tasks])
+    return item_names(c.eval.tasks)
 
 
 def _get(c: ml_collections.ConfigDict, key: str) -> Any:

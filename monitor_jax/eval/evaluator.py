@@ -58,6 +58,11 @@ def unique_names(tasks: Sequence[str], names: Sequence[str | None]) -> list[str]
     return out
 
 
+def item_names(items: Sequence) -> list[str]:
+    """Each eval item's name (its own, else its task's, made unique): report rows and eval/NAME/ metrics."""
+    return unique_names([item["task"] for item in items], [item.get("name") for item in items])
+
+
 def make_eval_set(name: str, task: ClassificationTask, heldout: bool, source, encoder, max_rows: int = 0,
                   calibration=None, mode: Mode | None = None) -> EvalSet:
     """Encode a source's rows (the first `max_rows`, 0 = all) and an optional calibration source with `mode`'s

@@ -32,11 +32,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from monitor_jax.config import eval_names
 from monitor_jax.data.sources import describe, open_source
 from monitor_jax.data.tasks import TaskError
 from monitor_jax.errors import ConfigError, DataError
 from monitor_jax.eval import modes
+from monitor_jax.eval.evaluator import item_names
 from monitor_jax.eval.metrics import point_metrics
 from monitor_jax.eval.thinking import ThinkingEncoder
 from monitor_jax.parallel.multihost import sync
@@ -235,7 +235,8 @@ def run_eval_supervised(ctx: Context) -> None:
 
 def pairs(ctx: Context) -> list[tuple[str, str | None]]:
     """Each single-token eval set and the thinking set over the same source and domain (or None)."""
-    items, names = list(ctx.config.eval.tasks), eval_names(ctx.config)
+    items = list(ctx.config.eval.tasks)
+    names = item_names(items)
     out = []
     for name, item in zip(names, items):
         if not reads_one_token(item):
