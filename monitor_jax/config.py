@@ -84,12 +84,6 @@ def eval_names(c: ml_collections.ConfigDict) -> list[str]:
     return item_names(c.eval.tasks)
 
 
-def _get(c: ml_collections.ConfigDict, key: str) -> Any:
-    for part in key.split("."):
-        c = c[part]
-    return c
-
-
 def inline_tasks(c: ml_collections.ConfigDict) -> dict[str, Task]:
     """The config's own tasks (`tasks`), by name; a bad one is a ConfigError naming its key."""
     out = {}

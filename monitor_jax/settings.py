@@ -108,6 +108,13 @@ def check(cls, values: Mapping[str, Any], prefix: str) -> None:
                                   f"{key}={tuple(items)} must be integers >= {f.low}")
 
 
+def lookup(config: Mapping[str, Any], key: str) -> Any:
+    """The value of a dotted key (`optim.lr`) in a config."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
 def build(cls, values: Mapping[str, Any], **extra: Any):
     """The dataclass of a config section (its declared keys, as plain Python values), plus `extra` fields
     that are not settings (things the assembly derives)."""

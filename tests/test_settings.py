@@ -13,11 +13,6 @@ from monitor_jax.train.step import LossConfig
 PACKAGE = Path(config.__file__).resolve().parent
 
 
-def _leaf_keys(d, prefix=""):
-    """The config's keys down to each declared setting (a dict-valued setting is one key)."""
-    return [f"{prefix}{k}" for k in d]
-
-
 def test_every_key_of_base_config_comes_from_exactly_one_declaration():
     c = base_config()
     declared = []

@@ -34,7 +34,9 @@ import jax
 import ml_collections
 
 from monitor_jax.errors import ConfigError
+from monitor_jax.model.gguf import file_sha256
 from monitor_jax.parallel.multihost import sync
+from monitor_jax.settings import lookup
 
 # A config value under one of these names (at any depth: `elicit.task`, `eval.tasks[i].judge_task`,
 # `data.instruction.task`) names a task, whose definition then counts as a setting of the stage.
@@ -55,11 +57,7 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def plain(value: Any) -> Any:
@@ -94,13 +92,6 @@ def task_names(value: Any, fields: Sequence[str] = TASK_FIELDS) -> list[str]:
 def task_definition(task: Any) -> dict:
     """A resolved task (a frozen dataclass of plain values) as JSON: its kind and every field."""
     return {"kind": type(task).__name__, **plain(dataclasses.asdict(task))}
-
-
-def _get(config: ml_collections.ConfigDict, key: str) -> Any:
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 class Record:
@@ -265,7 +256,7 @@ class Pipeline:
 
     # -------------------------------------------------------------- what a stage sees and computes from
     def _task_names(self, config: ml_collections.ConfigDict, stage: Stage) -> list[str]:
-        return task_names({k: _get(config, k) for k in stage.keys})
+        return task_names({k: lookup(config, k) for k in stage.keys})
 
     def view(self, config: ml_collections.ConfigDict, stage: Stage) -> ml_collections.ConfigDict:
         """The config as `stage` sees it: its declared keys, plus (under `tasks`) the config's own definitions
@@ -279,7 +270,7 @@ class Pipeline:
                     node[part] = View(stage.name, ".".join(parents[:i + 1]))
                 node = node[part]
             try:
-                value = _get(config, key)
+                value = lookup(config, key)
             except (KeyError, AttributeError):
                 raise ValueError(f"stage {stage.name!r} declares {key}, which is not a config key") from None
             node[last] = (value.copy_and_resolve_references() if isinstance(value, ml_collections.ConfigDict)
@@ -294,7 +285,7 @@ class Pipeline:
     def settings(self, config: ml_collections.ConfigDict, stage: Stage) -> dict:
         """What `stage` computes from besides its inputs' outputs: its keys' values and the full definitions
         of the tasks they name (resolved, so a registered task's fields count as well as an inline one's)."""
-        values = {k: plain(_get(config, k)) for k in stage.keys}
+        values = {k: plain(lookup(config, k)) for k in stage.keys}
         view = self.view(config, stage)
         return dict(keys=values, tasks={n: task_definition(self.resolve(view, n))
                                         for n in self._task_names(config, stage)})
