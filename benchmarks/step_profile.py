@@ -61,7 +61,7 @@ def make_loss(cfg: ModelConfig):
     micro_loss = make_micro_loss(nnx.graphdef(abstract_model(cfg)), LossConfig(instruction=False))
 
     def loss(params, batch):
-        return micro_loss(params, batch, *batch_counts(batch), 1.0, 1.0)[0]
+        return micro_loss(params, nnx.State({}), batch, *batch_counts(batch), 1.0, 1.0)[0]
 
     return loss
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -35,13 +36,13 @@ from monitor_jax.eval.evaluator import Evaluator, make_eval_set, unique_names
 from monitor_jax.eval.scoring import Scorer
 from monitor_jax.eval.summarize import Judge
 from monitor_jax.generate import Sampler
-from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf
+from monitor_jax.model import ModelConfig, Transformer, create_model, load_hf, lora, save_hf
 from monitor_jax.model.gguf import resolve_model_path
 from monitor_jax.model.tokenizer import Tokenizer, load_tokenizer
 from monitor_jax.parallel import make_mesh
 from monitor_jax.parallel.multihost import sync
 from monitor_jax.train.optimizer import adamw
-from monitor_jax.train.step import TrainState, init_state, make_train_step
+from monitor_jax.train.step import TrainState, frozen_params, init_state, make_train_step
 from monitor_jax.train.trainer import LoopConfig
 
 Config = ml_collections.ConfigDict
@@ -137,14 +138,63 @@ def model(c: Config, device_mesh: Mesh, tok: Tokenizer) -> Transformer:
     return create_model(model_config(c, tok.vocab_size), mesh=device_mesh, seed=c.seed)
 
 
+def adapters(c: Config, m: Transformer, device_mesh: Mesh) -> lora.Adapters | None:
+    """LoRA adapters on `m`: a PEFT directory's (`model.adapter`), or new ones (`lora.rank` > 0, over the
+    `lora.targets` rules; each rule's matches are printed). None: full fine-tuning, nothing added."""
+    lc = section(c, "lora")
+    if c.model.adapter:
+        peft = lora.read_peft(c.model.adapter, m.cfg)
+        if lc.rank and lc.rank != peft.rank:
+            raise ConfigError(f"lora.rank={lc.rank} but model.adapter={c.model.adapter!r} has rank r={peft.rank}; "
+                              f"set lora.rank=0 (the adapter's) or {peft.rank}")
+        info = lora.load_peft(m, peft, device_mesh)
+        lines = [f"lora: loaded {len(info.modules)} adapted module(s) of rank {info.rank} (alpha {info.alpha:g}) "
+                 f"from PEFT directory {c.model.adapter}"]
+        if peft.dropout:
+            lines.append(f"lora: {c.model.adapter} sets lora_dropout={peft.dropout:g}; monitor_jax applies no "
+                         f"adapter dropout (evaluation is unaffected; further training runs without it)")
+    elif lc.rank:
+        matches = lora.match(m, lc.targets.split())
+        modules = [p for p in lora.projections(m) if any(p in hits for hits in matches.values())]
+        info = lora.add_adapters(m, modules, lc.rank, lc.alpha, lc.rslora, seed=lc.seed, mesh=device_mesh)
+        lines = lora.summary(matches, m)
+    else:
+        return None
+    if jax.process_index() == 0:
+        for line in lines:
+            print(line, flush=True)
+    return info
+
+
+def base_record(c: Config, m: Transformer) -> dict:
+    """What a LoRA checkpoint records of the base its adapters belong to: the checkpoint's path and a cheap
+    fingerprint of its files (model/lora.py: fingerprint), or, for a random init, its config and seed."""
+    if c.model.hf_path:
+        path = hf_path(c)
+        return dict(path=str(Path(path).resolve()), fingerprint=lora.fingerprint(path))
+    described = json.dumps(dict(config=dict(c.model.config), seed=c.seed, vocab=m.cfg.vocab_size), sort_keys=True)
+    return dict(path="random init (model.config)",
+                fingerprint=hashlib.sha256(described.encode()).hexdigest()[:32])
+
+
+def check_base(recorded: dict, current: dict, where: str) -> None:
+    if recorded.get("fingerprint") != current["fingerprint"]:
+        raise CheckpointError(f"{where} holds LoRA adapters trained on the base {recorded.get('path')} (fingerprint "
+                              f"{recorded.get('fingerprint')}), but this run's base is {current['path']} (fingerprint "
+                              f"{current['fingerprint']}): set model.hf_path to the base the adapters were trained on")
+
+
 # ------------------------------------------------------------------ training pieces
 def optimizer(c: Config) -> optax.GradientTransformation:
     return adamw(section(c, "optim"), c.train.steps)
 
 
 def train_state(rt: "Runtime", opt: optax.GradientTransformation) -> TrainState:
-    """The train state over the runtime's parameters, which move into it (the step donates them)."""
-    state = init_state(nnx.merge(rt.graphdef, rt.params), opt, rt.mesh)
+    """The train state over the runtime's trained parameters (all, or a LoRA run's adapters), which move into it
+    (the step donates them); a LoRA run's base weights become `rt.frozen`."""
+    m = nnx.merge(rt.graphdef, rt.params)
+    state = init_state(m, opt, rt.mesh, rt.trainable)
+    rt.frozen = frozen_params(m, rt.trainable) if rt.lora else None
     rt.params = None
     return state
 
@@ -199,21 +249,29 @@ def checkpoint_manager(c: Config) -> ocp.CheckpointManager:
                                best_metric=c.train.best_metric, best_mode=c.train.best_mode)
 
 
-def resume(c: Config, mngr: ocp.CheckpointManager, state: TrainState, data_iter) -> tuple[int, TrainState]:
-    """The full train state and the data iterator's position from the newest intact checkpoint, if any."""
+def resume(rt: "Runtime", mngr: ocp.CheckpointManager, state: TrainState, data_iter) -> tuple[int, TrainState]:
+    """The full train state and the data iterator's position from the newest intact checkpoint, if any (a LoRA
+    run's: its adapters, after checking the base they were trained on)."""
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    start, restored = checkpoints.restore_newest_intact(
-        mngr, lambda: ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                         data=grain.checkpoint.CheckpointRestore(data_iter)), c.workdir)
+
+    def args():
+        items = dict(state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iter))
+        return ocp.args.Composite(**items, **({"base": ocp.args.JsonRestore()} if rt.lora else {}))
+
+    start, restored = checkpoints.restore_newest_intact(mngr, args, rt.config.workdir)
     if restored is None:
         return 0, state
+    if rt.lora:
+        check_base(restored["base"], rt.base, f"checkpoint {mngr.directory}/{start}")
     return start, restored["state"]
 
 
-def save_args(c: Config, state: TrainState, data_iter) -> ocp.args.Composite:
-    """What a checkpoint holds: the train state, the data iterator's position, the config."""
+def save_args(rt: "Runtime", state: TrainState, data_iter) -> ocp.args.Composite:
+    """What a checkpoint holds: the train state, the data iterator's position, the config; a LoRA run's also
+    the base model's path and fingerprint (its state holds the adapters only)."""
+    base = {"base": ocp.args.JsonSave(rt.base)} if rt.lora else {}
     return ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
-                              config=ocp.args.JsonSave(json.loads(c.to_json_best_effort())))
+                              config=ocp.args.JsonSave(json.loads(rt.config.to_json_best_effort())), **base)
 
 
 # ------------------------------------------------------------------ the runtime
@@ -232,11 +290,19 @@ class Runtime:
     description: str            # where the parameters came from
     step: int | None = None     # the orbax step; None for a Hugging Face directory or the base model
     pretrained: bool = False    # from a Hugging Face checkpoint (model.hf_path or --checkpoint=HF_DIR)
+    lora: lora.Adapters | None = None   # the LoRA adapters the model carries (None: full fine-tuning)
+    base: dict | None = None    # LoRA: the base model's path and fingerprint (base_record)
+    frozen: Any = None          # LoRA, once the train state is built: the base weights the step reads
 
     @property
     def rules(self):
         """The model's logical-axis sharding rules."""
         return self.model_cfg.sharding_rules
+
+    @property
+    def trainable(self):
+        """What training updates: the adapters in a LoRA run, else every parameter."""
+        return lora.TRAINABLE if self.lora else nnx.Param
 
 
 def runtime(c: Config, checkpoint: str | None = None) -> Runtime:
@@ -249,17 +315,39 @@ def runtime(c: Config, checkpoint: str | None = None) -> Runtime:
     base = (f"base model {c.model.hf_path}" if c.model.hf_path else "base model (untrained)")
     ref = checkpoints.resolve(checkpoint, c.workdir, c.train.best_metric, c.train.best_mode) if (
         checkpoint is not None) else None
-    if ref is not None and ref.kind == "hf":
+    if ref is not None and ref.kind == "hf":   # a whole model (an export of a LoRA run is merged): no adapters
         m = _import_hf(ref.path, c, device_mesh, tok)
         return Runtime(c, device_mesh, tok, tok_dir, tasks, nnx.graphdef(m), m.cfg, nnx.state(m, nnx.Param),
                        ref.describe(), None, pretrained=True)
     m = model(c, device_mesh, tok)
-    graphdef, p = nnx.graphdef(m), nnx.state(m, nnx.Param)
+    info = adapters(c, m, device_mesh)
+    record = base_record(c, m) if info else None
+    graphdef = nnx.graphdef(m)
     if ref is not None and ref.kind == "orbax":
-        p = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, p))
+        lora_checkpoint = checkpoints.has_item(ref, "base")
+        if lora_checkpoint != bool(info):
+            raise CheckpointError(f"--checkpoint {ref.describe()} holds {'LoRA adapters only' if lora_checkpoint else 'a full model'}"
+                                  f" but this config {'trains a full model (lora.rank=0)' if not info else 'has LoRA (lora.rank or model.adapter)'}: "
+                                  f"use the config the run was trained with")
+        trained = nnx.state(m, lora.TRAINABLE if info else nnx.Param)
+        restored = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, trained))
+        if info:
+            check_base(checkpoints.restore_item(ref, "base"), record, f"checkpoint {ref.describe()}")
+        nnx.update(m, restored)
     description = ref.describe() if ref is not None and ref.kind == "orbax" else base
-    return Runtime(c, device_mesh, tok, tok_dir, tasks, graphdef, m.cfg, p, description,
-                   ref.step if ref is not None else None, pretrained=bool(c.model.hf_path))
+    return Runtime(c, device_mesh, tok, tok_dir, tasks, graphdef, m.cfg, nnx.state(m, nnx.Param), description,
+                   ref.step if ref is not None else None, pretrained=bool(c.model.hf_path), lora=info, base=record)
+
+
+def export(rt: Runtime, params: Any, output: str) -> list[str]:
+    """Write `params` as a Hugging Face directory at `output` (a LoRA model merged into ordinary weights), and
+    a LoRA model's adapters in the PEFT layout at `output/adapter`; returns what was written."""
+    m = nnx.merge(rt.graphdef, params)
+    written = [str(save_hf(lora.merged(m) if rt.lora else m, output, tokenizer=rt.tokenizer_dir))]
+    if rt.lora:
+        base = rt.base["path"] if rt.config.model.hf_path else ""
+        written.append(str(lora.save_peft(m, Path(output) / "adapter", base_model=base)))
+    return written
 
 
 # ------------------------------------------------------------------ evaluation and generation

@@ -247,9 +247,21 @@ def resolve(spec: str, workdir: str | Path, best_metric: str = "", best_mode: st
 
 
 def restore_params(ref: Reference, abstract_params: Any) -> Any:
-    """Parameters only (orbax partial restore): the optimiser state is never read into memory."""
+    """Parameters only (orbax partial restore): the optimiser state is never read into memory. A LoRA run's
+    parameters are its adapters (the base is not in its checkpoints)."""
     mngr = manager(ref.path, read_only=True)
     abstract = {"params": abstract_params}
     args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True))
     return checked_restore(mngr, ref.step, args)["state"]["params"]
+
+
+def has_item(ref: Reference, name: str) -> bool:
+    """Whether the step holds the item `name` (a LoRA run's checkpoints hold "base")."""
+    return (Path(ref.path) / str(ref.step) / name).is_dir()
+
+
+def restore_item(ref: Reference, name: str) -> Any:
+    """One JSON item of a step (e.g. a LoRA checkpoint's "base": the base model's path and fingerprint)."""
+    mngr = manager(ref.path, read_only=True)
+    return checked_restore(mngr, ref.step, ocp.args.Composite(**{name: ocp.args.JsonRestore()}))[name]

@@ -23,6 +23,7 @@ from monitor_jax.eval import modes
 from monitor_jax.eval.evaluator import EvalConfig, item_names
 from monitor_jax.generate.sampler import GenerateConfig
 from monitor_jax.model.config import ModelConfig, ModelSettings
+from monitor_jax.model.lora import LoraConfig
 from monitor_jax.parallel.mesh import MESH_AXES, MeshConfig, mesh_shape
 from monitor_jax.settings import setting
 from monitor_jax.studies.elicitation import ElicitConfig
@@ -47,8 +48,8 @@ class RunConfig:
 
 # Every config section and the dataclass that declares its keys ("" = the top level), in the order config
 # files list them. A new section is one line here; a new key is one field of its dataclass.
-SECTIONS = {"": RunConfig, "model": ModelSettings, "mesh": MeshConfig, "data": DataConfig, "loss": LossConfig,
-            "optim": OptimConfig, "train": LoopConfig, "eval": EvalConfig, "generate": GenerateConfig,
+SECTIONS = {"": RunConfig, "model": ModelSettings, "lora": LoraConfig, "mesh": MeshConfig, "data": DataConfig,
+            "loss": LossConfig, "optim": OptimConfig, "train": LoopConfig, "eval": EvalConfig, "generate": GenerateConfig,
             "elicit": ElicitConfig, "sweep": SweepConfig}
 
 

@@ -22,20 +22,19 @@ def train_run(c) -> RunResult:
     data_iter = assemble.data_iterator(assemble.train_data(rt.config, rt.tokenizer, rt.task))
     evaluator = assemble.evaluator(rt) if c.eval.tasks else None
     mngr = assemble.checkpoint_manager(c)
-    start, state = assemble.resume(c, mngr, state, data_iter)
+    start, state = assemble.resume(rt, mngr, state, data_iter)
     if start == 0 and jax.process_index() == 0:
         Path(c.workdir).mkdir(parents=True, exist_ok=True)
         (Path(c.workdir) / "config.json").write_text(c.to_json_best_effort(indent=2))
     elif start > 0:
         record_changes(c, start)
     result = train_loop(state, start, assemble.train_step(rt, optimizer), data_iter, rt.mesh, rt.rules, mngr,
-                        lambda s: assemble.save_args(c, s, data_iter), assemble.loop_config(c),
+                        lambda s: assemble.save_args(rt, s, data_iter), assemble.loop_config(c),
                         MetricsWriter(c.workdir), assemble.task_names(c), evaluator,
-                        report_dir=Path(c.workdir) / "eval")
+                        report_dir=Path(c.workdir) / "eval", frozen=rt.frozen)
     if result.status == "finished" and c.train.export_hf:
-        from monitor_jax.model import save_hf
-
-        save_hf(nnx.merge(rt.graphdef, result.state.params), c.train.export_hf, tokenizer=rt.tokenizer_dir)
+        params = result.state.params if rt.frozen is None else nnx.merge_state(rt.frozen, result.state.params)
+        assemble.export(rt, params, c.train.export_hf)
     return result
 
 

@@ -1,13 +1,12 @@
-"""`export`: write `--checkpoint`'s parameters as a Hugging Face directory (weights, config, tokenizer)."""
+"""`export`: write `--checkpoint`'s parameters as a Hugging Face directory (weights, config, tokenizer); a LoRA
+run's merged into ordinary weights, with its adapters in the PEFT layout in OUTPUT/adapter."""
 from __future__ import annotations
 
 import jax
-from flax import nnx
 
 from monitor_jax import assemble
 from monitor_jax.config import validate
 from monitor_jax.errors import EXIT_OK, ConfigError
-from monitor_jax.model import save_hf
 
 
 def run(config, flags) -> int:
@@ -15,7 +14,7 @@ def run(config, flags) -> int:
         raise ConfigError("export needs --output")
     validate(config, jax.device_count(), training=False)
     rt = assemble.runtime(config, flags.checkpoint)
-    path = save_hf(nnx.merge(rt.graphdef, rt.params), flags.output, tokenizer=rt.tokenizer_dir)
+    written = assemble.export(rt, rt.params, flags.output)
     if jax.process_index() == 0:
-        print(f"exported {rt.description} to {path}")
+        print(f"exported {rt.description} to {' and '.join(written)}")
     return EXIT_OK

@@ -35,6 +35,8 @@ class ModelSettings:
     config: dict = setting({}, "ModelConfig fields of a random-init model when hf_path is empty (vocab from the "
                            "tokenizer)", check=False)
     tokenizer: str = setting("", "tokenizer directory ('' = hf_path's; 'demo' = build the demo tokenizer)")
+    adapter: str = setting("", "a PEFT LoRA adapter directory loaded onto the base (eval, score, generate, or further "
+                           "training of its adapters); its rank, alpha and modules replace lora.*")
     param_dtype: str = setting("float32", "parameter dtype", choices=DTYPES)
     dtype: str = setting("float32", "compute dtype", choices=DTYPES)
     remat: str = setting("none", "activation rematerialisation in the backward pass", choices=REMAT_POLICIES)

@@ -40,7 +40,8 @@ _normal = nnx.initializers.normal(0.02)
 
 
 class Einsum(nnx.Module):
-    """A projection `einsum(spec, x, kernel)` (+ bias over the output dims)."""
+    """A projection `einsum(spec, x, kernel)` (+ bias over the output dims), and a LoRA adapter when one is
+    added (model/lora.py)."""
 
     def __init__(self, spec: str, shape: Sequence[int], axes: tuple[str | None, ...], cfg: ModelConfig,
                  *, bias_dims: int = 0, rngs: nnx.Rngs):
@@ -48,9 +49,12 @@ class Einsum(nnx.Module):
         self.kernel = _param(rngs, _normal, shape, axes, cfg.param_dtype)
         self.bias = (_param(rngs, nnx.initializers.zeros, shape[-bias_dims:], axes[-bias_dims:], cfg.param_dtype)
                      if bias_dims else None)
+        self.lora = nnx.data(None)      # model/lora.py: add_adapters sets an Adapter here
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jnp.einsum(self.spec, x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.lora is not None:
+            y = y + self.lora(x)
         return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
@@ -133,7 +137,8 @@ class Attention(nnx.Module):
         it (H, N), and XLA then copies the [N, H, D] kernel into that order on every call."""
         b, t, n, h = x_BxTxNxH.shape
         w_FxD = self.o_proj.kernel[...].reshape(n * h, -1).astype(self.o_proj.dtype)
-        return jnp.einsum("BTF,FD->BTD", x_BxTxNxH.reshape(b, t, n * h).astype(self.o_proj.dtype), w_FxD)
+        y_BxTxD = jnp.einsum("BTF,FD->BTD", x_BxTxNxH.reshape(b, t, n * h).astype(self.o_proj.dtype), w_FxD)
+        return y_BxTxD if self.o_proj.lora is None else y_BxTxD + self.o_proj.lora(x_BxTxNxH)
 
 
 class MLP(nnx.Module):

@@ -1,10 +1,14 @@
 """The train step: one pure function under jax.jit, sharded by the logical-axis rules.
 
-    state, batch -> forward once (hidden [B, T, D])
+    state, batch, frozen -> forward once (hidden [B, T, D]) of the model (frozen + trained parameters)
                  -> classification CE at label positions + chunked instruction CE
                  -> total = w_cls(step)·L_cls + w_sft(step)·L_sft  (per_source | pooled)
                  -> gradients summed over micro-batches (exactly the large-batch gradient)
                  -> AdamW update; state donated, so parameters are updated in place.
+
+The state holds the trained parameters only: all of them in full fine-tuning, the LoRA adapters in a LoRA run
+(model/lora.py), whose base weights come in as `frozen`: read, never differentiated, never donated or copied,
+and never in the optimiser state or a checkpoint.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from monitor_jax.train.losses import NORMALIZATIONS, by_task, classification_ter
 @dataclasses.dataclass
 class TrainState:
     step: jax.Array
-    params: nnx.State
+    params: nnx.State           # the trained parameters (all, or the LoRA adapters)
     opt_state: Any
 
 
@@ -50,9 +54,11 @@ class LossConfig:
     num_tasks: int = 0               # classification sources (task ids 0..n-1): per-task loss and accuracy
 
 
-def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
-    """Optimizer state created under jit, so it inherits each parameter's sharding."""
-    params = nnx.state(model, nnx.Param)
+def init_state(model: Transformer, optimizer: optax.GradientTransformation, mesh: Mesh,
+               trainable: nnx.filterlib.Filter = nnx.Param) -> TrainState:
+    """The state of the `trainable` parameters (all by default; lora.TRAINABLE in a LoRA run). Optimizer state
+    created under jit, so it inherits each parameter's sharding."""
+    params = nnx.state(model, trainable)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Moments mirror their parameter's sharding; leaves made from nothing (counts) are replicated.
     opt_state = jax.tree.map(lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated),
@@ -67,12 +73,17 @@ def batch_counts(batch: dict) -> tuple[jax.Array, jax.Array]:
     return n_cls, n_sft
 
 
-def make_micro_loss(graphdef: nnx.GraphDef, loss_cfg: LossConfig) -> Callable:
-    """micro_loss(params, micro, n_cls, n_sft, w_cls, w_sft) -> (loss, aux): one micro-batch's share of the
-    step's loss, normalised by the whole batch's counts; `make_train_step` differentiates it."""
+def frozen_params(model: Transformer, trainable: nnx.filterlib.Filter = nnx.Param) -> nnx.State:
+    """The parameters the step reads but does not train (empty in full fine-tuning)."""
+    return nnx.state(model, nnx.All(nnx.Param, nnx.Not(trainable)))
 
-    def micro_loss(params, micro, n_cls, n_sft, wc, ws):
-        model = nnx.merge(graphdef, params)
+
+def make_micro_loss(graphdef: nnx.GraphDef, loss_cfg: LossConfig) -> Callable:
+    """micro_loss(params, frozen, micro, n_cls, n_sft, w_cls, w_sft) -> (loss, aux): one micro-batch's share of
+    the step's loss, normalised by the whole batch's counts; `make_train_step` differentiates it in `params`."""
+
+    def micro_loss(params, frozen, micro, n_cls, n_sft, wc, ws):
+        model = nnx.merge(graphdef, frozen, params)
         hidden_BxTxD = model.hidden_states(micro["tokens"], segment_ids=micro["segment_ids"],
                                            positions=micro["positions"])
         ce_N, correct_N, mask_N = classification_terms(model.unembed, hidden_BxTxD, micro, loss_cfg.two_token)
@@ -93,10 +104,10 @@ def make_micro_loss(graphdef: nnx.GraphDef, loss_cfg: LossConfig) -> Callable:
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
                     w_cls: Callable, w_sft: Callable) -> Callable:
-    """train_step(state, batch) -> (state, metrics); jit it with `jit_train_step`."""
+    """train_step(state, batch, frozen) -> (state, metrics); jit it with `jit_train_step`."""
     micro_loss = make_micro_loss(graphdef, loss_cfg)
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen: nnx.State):
         n_cls, n_sft = batch_counts(batch)
         wc, ws = w_cls(state.step), w_sft(state.step)
         k = loss_cfg.grad_accum
@@ -105,7 +116,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
         def accumulate(carry, micro):
             loss, aux, grads = carry
-            (l, a), g = grad_fn(state.params, micro, n_cls, n_sft, wc, ws)
+            (l, a), g = grad_fn(state.params, frozen, micro, n_cls, n_sft, wc, ws)
             return (loss + l, jax.tree.map(jnp.add, aux, a), jax.tree.map(jnp.add, grads, g)), None
 
         aux_zeros = dict(cls_sum=jnp.zeros(()), sft_sum=jnp.zeros(()), correct=jnp.zeros(()))
@@ -130,10 +141,18 @@ def state_shardings(state: TrainState):
     return jax.tree.map(lambda x: x.sharding, state)
 
 
-def jit_train_step(train_step: Callable, state: TrainState, mesh: Mesh, batch_example: dict, rules):
-    """Explicit in/out shardings from the state's and the batch's; the state is donated."""
+def jit_train_step(train_step: Callable, state: TrainState, mesh: Mesh, batch_example: dict, rules,
+                   frozen: nnx.State | None = None):
+    """Explicit in/out shardings from the state's, the batch's and the frozen parameters'; the state is donated
+    (the frozen parameters are not: every step reads them again). `frozen=None`: the jitted step takes
+    (state, batch)."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_spec = {k: batch_sharding(mesh, v.ndim, rules) for k, v in batch_example.items()}
     shardings = state_shardings(state)
-    return jax.jit(train_step, in_shardings=(shardings, batch_spec),
+    if frozen is None:   # nothing frozen (full fine-tuning): the jitted step takes (state, batch)
+        return jax.jit(lambda state, batch: train_step(state, batch, nnx.State({})),
+                       in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated),
+                       donate_argnums=(0,))
+    frozen_spec = jax.tree.map(lambda x: x.sharding, frozen)
+    return jax.jit(train_step, in_shardings=(shardings, batch_spec, frozen_spec),
                    out_shardings=(shardings, replicated), donate_argnums=(0,))

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -121,10 +122,13 @@ class _Signals:
 def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh: Mesh, rules,
                mngr: ocp.CheckpointManager, save_args: Callable[[TrainState], ocp.args.CheckpointArgs],
                loop: LoopConfig, writer: MetricsWriter, task_names: Sequence[str],
-               evaluator: Evaluator | None = None, report_dir: str | Path | None = None) -> RunResult:
+               evaluator: Evaluator | None = None, report_dir: str | Path | None = None,
+               frozen: nnx.State | None = None) -> RunResult:
     """Steps `start`..end; evaluates (writing a report under `report_dir/STEP`), logs, checkpoints.
 
-    `save_args(state)` says what a checkpoint holds; `task_names[task_id]` names the batches' sources.
+    `save_args(state)` says what a checkpoint holds; `task_names[task_id]` names the batches' sources;
+    `frozen`: the parameters the step reads but does not train (a LoRA run's base weights), None when the
+    state holds them all.
     """
     truncated = {name: 0 for name in task_names}    # rows truncated per task, this process's slice
 
@@ -138,7 +142,8 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
 
     def evaluate(step: int) -> EvalResult:
         """Evaluate the current parameters; the report goes where `eval --checkpoint=STEP` writes its own."""
-        result = evaluator.run(state.params, step=step)
+        params = state.params if frozen is None else nnx.merge_state(frozen, state.params)
+        result = evaluator.run(params, step=step)
         writer.write(step, result.flat)
         if report_dir is not None:
             title = f"checkpoint step {step}" if step else "before training (step 0)"
@@ -186,8 +191,8 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
                 host_batch = next(data_iter)
                 batch = global_batch(host_batch, mesh, rules)
                 if jitted is None:
-                    jitted = jit_train_step(step_fn, state, mesh, host_batch, rules)
-                state, metrics = jitted(state, batch)
+                    jitted = jit_train_step(step_fn, state, mesh, host_batch, rules, frozen)
+                state, metrics = jitted(state, batch) if frozen is None else jitted(state, batch, frozen)
                 for t, n in zip(host_batch["task_id"], host_batch["truncated"]):
                     truncated[task_names[int(t)]] += int(n)
                 host = dict(tokens=int((host_batch["segment_ids"] > 0).sum()) * jax.process_count(),
