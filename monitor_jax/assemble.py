@@ -154,8 +154,7 @@ def adapters(c: Config, m: Transformer, device_mesh: Mesh) -> lora.Adapters | No
             lines.append(f"lora: {c.model.adapter} sets lora_dropout={peft.dropout:g}; monitor_jax applies no "
                          f"adapter dropout (evaluation is unaffected; further training runs without it)")
     elif lc.rank:
-        matches = lora.match(m, lc.targets.split())
-        modules = [p for p in lora.projections(m) if any(p in hits for hits in matches.values())]
+        modules, matches = lora.select(m, lc.targets.split())
         info = lora.add_adapters(m, modules, lc.rank, lc.alpha, lc.rslora, seed=lc.seed, mesh=device_mesh)
         lines = lora.summary(matches, m)
     else:

@@ -24,8 +24,7 @@ RULES = lora.DEFAULT_TARGETS.split()
 
 
 def _adapt(model, rank=4, alpha=8.0, rules=RULES, **kw):
-    matches = lora.match(model, rules)
-    modules = [p for p in lora.projections(model) if any(p in hits for hits in matches.values())]
+    modules, matches = lora.select(model, rules)
     return lora.add_adapters(model, modules, rank, alpha, **kw), matches
 
 

@@ -136,6 +136,13 @@ def match(model: nnx.Module, rules: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def select(model: nnx.Module, rules: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(the projections any rule matches, in graph order; rule -> its matches), checked by `match`."""
+    matches = match(model, rules)
+    hit = {p for paths in matches.values() for p in paths}
+    return [p for p in projections(model) if p in hit], matches
+
+
 def add_adapters(model: nnx.Module, modules: Sequence[str], rank: int, alpha: float, rslora: bool = False, *,
                  seed: int = 0, mesh: Mesh | None = None) -> Adapters:
     """Give each projection in `modules` an adapter (A random, B = 0: the model's outputs do not change), each
@@ -154,7 +161,9 @@ def add_adapters(model: nnx.Module, modules: Sequence[str], rank: int, alpha: fl
         axes = kernel.get_metadata()["logical_axes"]
         kind = (proj.spec, tuple(kernel.shape), tuple(axes))
         if kind not in built:
-            make = lambda k, kind=kind: Adapter(kind[0], kind[1], kind[2], rank, s, cfg.dtype, cfg.param_dtype, k)
+            # Adapters are float32 parameters whatever model.param_dtype (docs/precision.md): they are what a
+            # LoRA run updates, and a bfloat16 weight loses updates below its ulp; they compute in model.dtype.
+            make = lambda k, kind=kind: Adapter(kind[0], kind[1], kind[2], rank, s, cfg.dtype, "float32", k)
             abstract = nnx.eval_shape(lambda: make(jax.random.key(0)))
             shardings = jax.tree.map(lambda v: variable_sharding(v, mesh, cfg.sharding_rules), nnx.state(abstract),
                                      is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -196,9 +205,14 @@ def merged(model: nnx.Module) -> nnx.Module:
 
 # ------------------------------------------------------------------ PEFT files
 def hf_modules(cfg) -> dict[str, str]:
-    """Our projection path -> its Hugging Face module name (model/hf.py's table without `.weight`)."""
+    """Our projection path -> its Hugging Face module name (model/hf.py's table without `.weight`).
+
+    PEFT names modules as the live transformers model does, not as its files do: a Gemma 3 multimodal model's
+    text decoder is model.language_model.* (transformers >= 4.52) whichever layout its checkpoint uses."""
     from monitor_jax.model.hf import hf_names
 
+    if cfg.multimodal_layout:
+        cfg = cfg.replace(multimodal_layout="new")
     out = {}
     for ours, (hf_key, _) in hf_names(cfg).items():
         if ours[-1] == "kernel" and hf_key.endswith(".weight"):
@@ -213,14 +227,15 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 
 def save_peft(model: nnx.Module, path: str | os.PathLike, base_model: str, dtype: str | None = None) -> Path:
-    """Write the model's adapters in the PEFT layout (`peft.PeftModel.from_pretrained(base, path)` loads them)."""
+    """Write the model's adapters in the PEFT layout (`peft.PeftModel.from_pretrained(base, path)` loads them),
+    in `dtype` (default float32, the adapters' own)."""
     path = Path(path)
     cfg = model.cfg
     adapters = adapted(model)
     if not adapters:
         raise CheckpointError("the model has no LoRA adapters to export")
     names = hf_modules(cfg)
-    np_dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
+    np_dtype = np.dtype(jnp.dtype(dtype or "float32"))
     first = next(iter(adapters.values()))
     rank = first.a.shape[-1]
     tensors = {}
@@ -232,8 +247,10 @@ def save_peft(model: nnx.Module, path: str | os.PathLike, base_model: str, dtype
     leaves = sorted({names[p].rsplit(".", 1)[1] for p in adapters})
     every = {p for p in names if names[p].rsplit(".", 1)[1] in leaves}
     # Short names when every layer's module of that name is adapted (PEFT matches name suffixes); else the exact
-    # module names, so PEFT adapts what was trained and nothing else.
-    targets = leaves if every == set(adapters) else sorted(names[p] for p in adapters)
+    # module names, so PEFT adapts what was trained and nothing else. A multimodal model always gets exact names:
+    # its vision tower has q_proj, k_proj and v_proj modules too.
+    short = every == set(adapters) and not cfg.multimodal_layout
+    targets = leaves if short else sorted(names[p] for p in adapters)
     alpha, rslora = _scale_fields(first.scale, rank)
     config = dict(peft_type="LORA", task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, use_rslora=rslora,
                   target_modules=targets, base_model_name_or_path=str(base_model), lora_dropout=0.0, bias="none",

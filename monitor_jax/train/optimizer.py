@@ -41,6 +41,8 @@ class OptimConfig:
     eps: float = setting(1e-8, "AdamW epsilon", low=0.0)
     weight_decay: float = setting(0.0, "AdamW weight decay, on matrices only (not norms or biases)", low=0.0)
     clip_norm: float = setting(1.0, "global gradient-norm clipping (0 = off)", low=0.0)
+    mu_dtype: str = setting("float32", "AdamW first-moment dtype (bfloat16 halves its memory; the second moment "
+                            "stays in the parameters' dtype: docs/precision.md)", choices=("float32", "bfloat16"))
 
 
 def adamw(optim: OptimConfig, steps: int) -> optax.GradientTransformation:
@@ -48,5 +50,5 @@ def adamw(optim: OptimConfig, steps: int) -> optax.GradientTransformation:
     schedule = learning_rate(optim.lr, steps, optim.warmup_steps, optim.decay, optim.end_factor)
     chain = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
     chain.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                             weight_decay=optim.weight_decay, mask=decay_mask))
+                             weight_decay=optim.weight_decay, mask=decay_mask, mu_dtype=optim.mu_dtype))
     return optax.chain(*chain)
