@@ -81,3 +81,69 @@ def real_max_abs_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def config_json(path: Path) -> dict:
     return json.loads((Path(path) / "config.json").read_text())
+
+
+# ------------------------------------------------------------------ Gemma 3 multimodal (text decoder + SigLIP)
+# A tiny SigLIP tower: 28 px images in 14 px patches = 4 patches, pooled to mm_tokens_per_image = 4 image tokens.
+# vision_use_head=False as in the released Gemma 3 checkpoints.
+VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+              patch_size=14, vision_use_head=False)
+# transformers' save_pretrained layout (legacy) -> the newer one other tools write (transformers 4.52 to 4.57's
+# module names, the vision tower's vision_model. level included).
+NEW_LAYOUT = (("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
+              ("vision_tower.", "model.vision_tower.vision_model."),
+              ("multi_modal_projector.", "model.multi_modal_projector."))
+
+
+def tiny_multimodal(seed: int = 0, **text_overrides):
+    """A Gemma3ForConditionalGeneration with hf_config('gemma3') as its text decoder and a tiny SigLIP tower."""
+    import torch
+    import transformers
+
+    cfg = transformers.Gemma3Config(text_config=hf_config("gemma3", **text_overrides).to_dict(),
+                                    vision_config=transformers.SiglipVisionConfig(**VISION).to_dict(),
+                                    mm_tokens_per_image=4)
+    torch.manual_seed(seed)
+    model = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+def to_new_layout(name: str) -> str:
+    for old, new in NEW_LAYOUT:
+        if name.startswith(old):
+            return new + name[len(old):]
+    raise ValueError(name)
+
+
+def save_tiny_multimodal(path: Path, layout: str = "legacy", seed: int = 0, **text_overrides) -> Path:
+    """transformers' save_pretrained (the legacy layout); `layout='new'`: the same tensors renamed."""
+    from safetensors.numpy import load_file, save_file
+
+    tiny_multimodal(seed, **text_overrides).save_pretrained(str(path))
+    if layout == "new":
+        file = Path(path) / "model.safetensors"
+        tensors = load_file(file)
+        save_file({to_new_layout(k): v for k, v in tensors.items()}, str(file), metadata={"format": "pt"})
+    return path
+
+
+def load_multimodal(path: Path):
+    """transformers' Gemma3ForConditionalGeneration from `path`, and its loading info (missing, unexpected keys)."""
+    import torch
+    import transformers
+
+    model, info = transformers.Gemma3ForConditionalGeneration.from_pretrained(
+        str(path), dtype=torch.float32, output_loading_info=True)
+    return model.eval(), info
+
+
+def hf_multimodal_logits(path: Path, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The text-only forward (input_ids, no pixel_values) of the multimodal model at `path`."""
+    import torch
+
+    model, _ = load_multimodal(path)
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()

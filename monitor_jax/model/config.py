@@ -2,7 +2,9 @@
 
 `from_hf` reads a Hugging Face `config.json` dict (both the transformers v4
 layout, `rope_theta` + `rope_scaling`, and the v5 layout, `rope_parameters`);
-`to_hf` writes one that `transformers.AutoConfig` reads back.
+`to_hf` writes one that `transformers.AutoConfig` reads back. A Gemma 3
+multimodal config.json (Gemma3ForConditionalGeneration) gives its text decoder;
+the vision tower is not part of the model (model/hf.py carries it through export).
 """
 from __future__ import annotations
 
@@ -23,6 +25,24 @@ ARCHITECTURES = {
     "Gemma3ForCausalLM": "gemma3",
 }
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
+# Text decoder + vision tower checkpoints (text tower imported, the rest carried through export):
+# architectures value -> model_type. The text decoder is the gemma3 family.
+MULTIMODAL_ARCHITECTURES = {"Gemma3ForConditionalGeneration": "gemma3"}
+# On-disk names of a multimodal checkpoint's tensors: "legacy" is language_model.model.* (transformers <= 4.51,
+# and what every transformers save_pretrained writes), "new" is model.language_model.* (other tools).
+MULTIMODAL_LAYOUTS = ("legacy", "new")
+# transformers' Gemma3TextConfig defaults (models/gemma3/configuration_gemma3.py, v4.50 to v5; the v4 names:
+# rope_theta, rope_local_base_freq and sliding_window_pattern are v5's default_theta and _sliding_window_pattern).
+# A multimodal config.json's text_config leaves out every field equal to these. Written out here, not read from
+# transformers, so that importing needs neither transformers nor torch; tests/test_gemma3_multimodal.py checks
+# them against the installed Gemma3TextConfig.
+GEMMA3_TEXT_DEFAULTS: dict[str, Any] = dict(
+    vocab_size=262_208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+    num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=131_072,
+    rms_norm_eps=1e-6, tie_word_embeddings=True, attention_bias=False, query_pre_attn_scalar=256,
+    sliding_window=4096, final_logit_softcapping=None, attn_logit_softcapping=None, rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0, sliding_window_pattern=6, use_bidirectional_attention=False,
+)
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")              # parameter and compute dtypes
 
@@ -99,6 +119,11 @@ class ModelConfig:
     # the fields monitor_jax does not model (token ids, generation defaults).
     source_hf_config: str = ""
     source_path: str = ""                   # the checkpoint directory it was imported from
+    # A multimodal source (Gemma3ForConditionalGeneration): its tensor layout ("legacy" | "new"; "" = a text
+    # model), and the names of its tensors that are not ours (vision tower, projector), which export copies from
+    # source_path unchanged.
+    multimodal_layout: str = ""
+    multimodal_tensors: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self):
         for name in ("vocab_size", "embed_dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
@@ -125,6 +150,10 @@ class ModelConfig:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers")
         if "sliding" in self.layer_types and not self.sliding_window:
             raise ValueError("layer_types has sliding layers but sliding_window is not set")
+        if self.multimodal_layout not in ("", *MULTIMODAL_LAYOUTS):
+            raise ValueError(f"multimodal_layout={self.multimodal_layout!r}; choose one of {MULTIMODAL_LAYOUTS}")
+        if self.multimodal_layout and self.family != "gemma3":
+            raise ValueError(f"multimodal_layout={self.multimodal_layout!r} is for gemma3, not {self.family}")
 
     def layer_type(self, i: int) -> str:
         return self.layer_types[i] if self.layer_types else "full"
@@ -146,7 +175,11 @@ class ModelConfig:
     # ------------------------------------------------------------------ HF I/O
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> "ModelConfig":
-        """ModelConfig from a config.json dict; `overrides` set dtype, remat, rules."""
+        """ModelConfig from a config.json dict; `overrides` set dtype, remat, rules.
+
+        A multimodal config.json gives its text decoder, layout "legacy" until load_hf has seen the tensor names."""
+        if _multimodal(hf):
+            return cls._from_multimodal_hf(hf, **overrides)
         archs = hf.get("architectures") or []
         family = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
         if family is None and not archs:
@@ -157,7 +190,7 @@ class ModelConfig:
                                  f"not supported; supported: {sorted(MODEL_TYPES.values())}")
         if family is None:
             raise ValueError(f"config.json architectures={archs} is not supported; supported: "
-                             f"{sorted(ARCHITECTURES)}")
+                             f"{sorted(ARCHITECTURES)} (and, text tower only, {sorted(MULTIMODAL_ARCHITECTURES)})")
         n_layers = hf["num_hidden_layers"]
         n_heads = hf["num_attention_heads"]
         head_dim = hf.get("head_dim") or hf["hidden_size"] // n_heads
@@ -210,15 +243,39 @@ class ModelConfig:
         kw.update(overrides)
         return cls(**kw)
 
+    @classmethod
+    def _from_multimodal_hf(cls, hf: dict[str, Any], **overrides) -> "ModelConfig":
+        """The text decoder of a Gemma3ForConditionalGeneration config.json; source_hf_config keeps all of it."""
+        text = dict(hf.get("text_config") or {})
+        if text.get("model_type", "gemma3_text") != "gemma3_text":
+            raise ValueError(f"config.json text_config model_type={text['model_type']!r}; Gemma 3 multimodal "
+                             f"checkpoints have gemma3_text")
+        # Gemma3Config's own tie_word_embeddings stands in for a text_config that leaves it out.
+        text.setdefault("tie_word_embeddings", hf.get("tie_word_embeddings", True))
+        defaults = dict(GEMMA3_TEXT_DEFAULTS)
+        if "_sliding_window_pattern" in text:   # v5's spelling of the pattern; ours would shadow it
+            del defaults["sliding_window_pattern"]
+        text = defaults | text
+        if text.get("use_bidirectional_attention"):
+            raise ValueError("config.json text_config use_bidirectional_attention=true is not supported")
+        # transformers' Gemma3ForConditionalGeneration never applies final_logit_softcapping (only
+        # Gemma3ForCausalLM does); every released Gemma 3 leaves it null anyway.
+        text["final_logit_softcapping"] = None
+        text["architectures"] = ["Gemma3ForCausalLM"]
+        overrides.setdefault("multimodal_layout", "legacy")
+        return cls.from_hf(text, source_hf_config=json.dumps(hf, sort_keys=True), **overrides)
+
     def to_hf(self, dtype: str | None = None) -> dict[str, Any]:
-        """A config.json dict (transformers v4 layout, which v5 also reads)."""
-        arch = {v: k for k, v in ARCHITECTURES.items()}[self.family]
+        """A config.json dict (transformers v4 layout, which v5 also reads); a multimodal model's is its source's."""
         hf: dict[str, Any] = json.loads(self.source_hf_config) if self.source_hf_config else {}
-        if hf and ModelConfig.from_hf(hf).structure() == self.structure():
+        if self.multimodal_layout:
+            return self._multimodal_hf(hf, dtype or self.param_dtype)
+        arch = {v: k for k, v in ARCHITECTURES.items()}[self.family]
+        if hf and not _multimodal(hf) and ModelConfig.from_hf(hf).structure() == self.structure():
             out = dict(hf)   # unchanged architecture: keep the source's exact layout
-        else:
-            out = {k: v for k, v in hf.items()
-                   if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        else:                # (a multimodal source's text decoder exported alone lands here too)
+            ids = (hf.get("text_config") or {}) | hf
+            out = {k: v for k, v in ids.items() if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
             out.update(self._hf_fields())
         out["architectures"] = [arch]
         out["model_type"] = MODEL_TYPES[self.family]
@@ -226,10 +283,23 @@ class ModelConfig:
         out.pop("torch_dtype", None)
         return out
 
+    def _multimodal_hf(self, hf: dict[str, Any], dtype: str) -> dict[str, Any]:
+        """The source's config.json with the dtype of the text weights: the vision tower and the projector are
+        the source's, so the text decoder they feed must be the one the source describes."""
+        if not hf or not _multimodal(hf) or ModelConfig.from_hf(hf).structure() != self.structure():
+            raise ValueError("a multimodal model's text decoder no longer matches its source config.json "
+                             f"({self.source_path or 'no source'}): its vision tower cannot be exported with it")
+        out = dict(hf)
+        out["dtype"] = dtype
+        out.pop("torch_dtype", None)
+        if isinstance(out.get("text_config"), dict) and {"dtype", "torch_dtype"} & set(out["text_config"]):
+            out["text_config"] = {k: v for k, v in out["text_config"].items() if k != "torch_dtype"} | {"dtype": dtype}
+        return out
+
     def structure(self) -> tuple:
         """The fields that decide the computation (not dtypes, remat, attention kernel, sharding)."""
         skip = {"param_dtype", "dtype", "remat", "attention", "attention_block", "sharding_rules", "source_hf_config",
-                "source_path", "max_positions"}
+                "source_path", "max_positions", "multimodal_layout", "multimodal_tensors"}
         return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip)
 
     def _hf_fields(self) -> dict[str, Any]:
@@ -261,6 +331,14 @@ class ModelConfig:
             if self.family in ("qwen2", "qwen3"):
                 hf["use_sliding_window"] = "sliding" in self.layer_types
         return hf
+
+
+def _multimodal(hf: dict[str, Any]) -> bool:
+    """A text decoder + vision tower config.json (by architectures, else by model_type as transformers does)."""
+    archs = hf.get("architectures") or []
+    if archs:
+        return any(a in MULTIMODAL_ARCHITECTURES for a in archs)
+    return hf.get("model_type") in MULTIMODAL_ARCHITECTURES.values()
 
 
 def _rope_params(hf: dict, family: str) -> tuple[dict, dict]:

@@ -6,6 +6,11 @@ before any is loaded, then read one at a time and placed shard by shard on its
 target devices (`jax.make_array_from_callback`), so the host never holds more
 than the model plus one tensor. Export writes what
 `transformers.AutoModelForCausalLM.from_pretrained` loads unchanged.
+
+A Gemma 3 multimodal checkpoint (Gemma3ForConditionalGeneration) imports as its
+text decoder; its vision tower and projector are not ours, so import notes their
+names and export copies them unchanged from the source directory, in the
+source's layout, beside the text weights.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from monitor_jax.errors import CheckpointError  # noqa: F401  (re-exported for callers)
-from monitor_jax.model.config import ModelConfig
+from monitor_jax.model.config import MULTIMODAL_LAYOUTS, ModelConfig
 from monitor_jax.model.create import abstract_model, variable_sharding
 from monitor_jax.model.transformer import Transformer
 
@@ -35,6 +40,16 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json",
                    "generation_config.json")
+# A multimodal checkpoint's image preprocessing, copied from its source on export.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# Where a checkpoint keeps the text decoder's tensors, by ModelConfig.multimodal_layout: the prefixes that take
+# the place of a text model's "model." and "lm_head.".
+TEXT_PREFIXES = {"": ("model.", "lm_head."),
+                 "legacy": ("language_model.model.", "language_model.lm_head."),
+                 "new": ("model.language_model.", "lm_head.")}
+# A multimodal checkpoint's tensors that are not the text decoder's (vision tower, projector), by layout.
+NON_TEXT_PREFIXES = {"legacy": ("vision_tower.", "multi_modal_projector."),
+                     "new": ("model.vision_tower.", "model.multi_modal_projector.")}
 
 
 # A transform is "copy", "flat" (HF keeps the heads dims flattened) or an int
@@ -66,7 +81,17 @@ def hf_names(cfg: ModelConfig) -> dict[tuple, tuple[str, Any]]:
             names[p + ("mlp_post_norm", "scale")] = (hf + "post_feedforward_layernorm.weight", "copy")
         else:      # Llama/Qwen's "post_attention_layernorm" is the norm before the MLP
             names[p + ("mlp_pre_norm", "scale")] = (hf + "post_attention_layernorm.weight", "copy")
+    if cfg.multimodal_layout:
+        names = {our: (in_layout(name, cfg.multimodal_layout), t) for our, (name, t) in names.items()}
     return names
+
+
+def in_layout(name: str, layout: str) -> str:
+    """A text model's tensor name (model.X, lm_head.X) where a checkpoint of `layout` keeps it."""
+    model, head = TEXT_PREFIXES[layout]
+    if name.startswith("lm_head."):
+        return head + name[len("lm_head."):]
+    return model + name[len("model."):]
 
 
 def hf_shape(shape: tuple[int, ...], transform) -> tuple[int, ...]:
@@ -123,6 +148,19 @@ def _tensor_files(path: Path) -> dict[str, Path]:
     return out
 
 
+def _multimodal_layout(files: dict[str, Path], path: Path) -> str:
+    """The layout a multimodal checkpoint's tensor names are in, told by where its text decoder lives."""
+    found = [layout for layout in MULTIMODAL_LAYOUTS
+             if any(k.startswith(TEXT_PREFIXES[layout][0]) for k in files)]
+    legacy, new = (f"{TEXT_PREFIXES[layout][0]}*" for layout in MULTIMODAL_LAYOUTS)
+    if not found:
+        raise CheckpointError(f"checkpoint {path} is multimodal (config.json) but has no text decoder tensors "
+                              f"({legacy} or {new})")
+    if len(found) > 1:
+        raise CheckpointError(f"checkpoint {path} mixes two layouts of text decoder tensors ({legacy} and {new})")
+    return found[0]
+
+
 def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
             dtype: str | None = None, **overrides) -> tuple[Transformer, ModelConfig]:
     """Import a Hugging Face checkpoint directory; parameters land on `mesh` (None: one device).
@@ -141,10 +179,14 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
         raise CheckpointError(f"{config_file} line {e.lineno}: invalid JSON ({e.msg})") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{config_file}: {e}") from None
+    files = _tensor_files(path)
+    if cfg.multimodal_layout:  # the text decoder is ours; the rest is noted by name, for export to carry along
+        layout = _multimodal_layout(files, path)
+        cfg = cfg.replace(multimodal_layout=layout, multimodal_tensors=tuple(
+            sorted(k for k in files if k.startswith(NON_TEXT_PREFIXES[layout]))))
     graphdef, abs_state = nnx.split(abstract_model(cfg))
     flat = dict(nnx.to_flat_state(abs_state))
     names = hf_names(cfg)
-    files = _tensor_files(path)
 
     # Check everything before loading anything.
     wanted = {hf_key: our for our, (hf_key, _) in names.items()}
@@ -154,7 +196,8 @@ def load_hf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str 
         raise CheckpointError(f"checkpoint {path} is missing {len(missing)} tensor(s) that {cfg.family} "
                               f"with this config.json needs: " + _listing(f"{k} (expected shape {s})"
                                                                           for k, s in missing))
-    optional = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    optional = {in_layout("lm_head.weight", cfg.multimodal_layout)} if cfg.tie_embeddings else set()
+    optional.update(cfg.multimodal_tensors)
     unexpected = sorted(k for k in files if k not in wanted and k not in optional
                         and not k.endswith(_IGNORED_SUFFIXES))
     by_file: dict[Path, list[str]] = {}
@@ -203,6 +246,46 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
 
 
+def _header(file: Path) -> dict[str, Any]:
+    """A safetensors file's header: tensor name -> dtype, shape, data_offsets (and __metadata__)."""
+    with open(file, "rb") as fh:
+        return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+
+
+def _carried_tensors(cfg: ModelConfig) -> dict[str, tuple[Path, int]]:
+    """A multimodal model's source tensors that are not ours (vision tower, projector): name -> (file, bytes).
+    Export needs every one of them: without the source there is no checkpoint of the source's architecture."""
+    if not cfg.multimodal_layout:
+        return {}
+    if not cfg.source_path:
+        raise CheckpointError("a multimodal model without a source checkpoint (source_path is empty): export copies "
+                              "the vision tower and projector from the checkpoint it was imported from")
+    src = Path(cfg.source_path)
+    if not src.is_dir():
+        raise CheckpointError(f"the multimodal source checkpoint {src} is gone: export copies its vision tower and "
+                              f"projector from it")
+    files = _tensor_files(src)
+    missing = [k for k in cfg.multimodal_tensors if k not in files]
+    if missing:
+        raise CheckpointError(f"the multimodal source checkpoint {src} no longer has {len(missing)} tensor(s) that "
+                              f"import found there: " + _listing(missing))
+    headers = {f: _header(f) for f in {files[k] for k in cfg.multimodal_tensors}}
+    out = {}
+    for k in cfg.multimodal_tensors:
+        begin, end = headers[files[k]][k]["data_offsets"]
+        out[k] = (files[k], end - begin)
+    return out
+
+
+def _carried(file: Path, name: str) -> np.ndarray:
+    """A source tensor exactly as stored (same dtype, same bits)."""
+    with safe_open(file, framework="numpy") as st:
+        try:
+            return st.get_tensor(name)
+        except (AttributeError, TypeError, ValueError) as e:   # a dtype numpy has no type for (float8)
+            raise CheckpointError(f"tensor {name} in {file} cannot be copied: {e}") from None
+
+
 def save_hf(model: Transformer, path: str | os.PathLike, *, tokenizer: Any = None, dtype: str | None = None,
             max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write `model` as a Hugging Face checkpoint directory.
@@ -210,7 +293,8 @@ def save_hf(model: Transformer, path: str | os.PathLike, *, tokenizer: Any = Non
     `tokenizer`: a directory whose tokenizer files are copied, or an object with
     `save_pretrained`; default: the directory the model was imported from. Above `max_shard_bytes` the weights are split into
     `model-0000i-of-0000n.safetensors` files with `model.safetensors.index.json`.
-    Parameters are gathered to the host one file's worth at a time.
+    Parameters are gathered to the host one file's worth at a time. A model imported from a multimodal checkpoint
+    is written as one again: the source's config.json and layout, its vision tower and projector copied unchanged.
     """
     path = Path(path)
     cfg = model.cfg
@@ -218,16 +302,23 @@ def save_hf(model: Transformer, path: str | os.PathLike, *, tokenizer: Any = Non
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
     flat = dict(nnx.to_flat_state(nnx.state(model)))
     names = hf_names(cfg)
+    # Everything that can fail before anything is written.
+    try:
+        hf_config = cfg.to_hf(dtype)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    carried = _carried_tensors(cfg)
 
-    # Plan the shards from shapes alone, so file names are known before writing.
-    plan: list[list[tuple]] = [[]]
+    # Plan the shards from shapes alone, so file names are known before writing. Our parameters come first (a
+    # path tuple each), then the carried source tensors (a name each), so every process plans ours alike.
+    plan: list[list[tuple | str]] = [[]]
     size = 0
-    for our in names:
-        nbytes = math.prod(flat[our].shape) * np_dtype.itemsize
+    sizes = [(our, math.prod(flat[our].shape) * np_dtype.itemsize) for our in names]
+    for item, nbytes in sizes + [(name, nbytes) for name, (_, nbytes) in carried.items()]:
         if plan[-1] and size + nbytes > max_shard_bytes:
             plan.append([])
             size = 0
-        plan[-1].append(our)
+        plan[-1].append(item)
         size += nbytes
     write = jax.process_index() == 0
     if write:
@@ -235,11 +326,17 @@ def save_hf(model: Transformer, path: str | os.PathLike, *, tokenizer: Any = Non
     fnames = ([SINGLE_FILE] if len(plan) == 1 else
               [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
     weight_map, total = {}, 0
-    for fname, ours in zip(fnames, plan):
+    for fname, items in zip(fnames, plan):
         tensors = {}
-        for our in ours:
-            hf_key, transform = names[our]
-            tensors[hf_key] = np.ascontiguousarray(to_hf(_to_host(flat[our][...]), transform).astype(np_dtype))
+        for item in items:
+            if isinstance(item, str):   # a carried source tensor: read on the writing process only
+                if not write:
+                    continue
+                hf_key = item
+                tensors[hf_key] = _carried(carried[item][0], item)
+            else:
+                hf_key, transform = names[item]
+                tensors[hf_key] = np.ascontiguousarray(to_hf(_to_host(flat[item][...]), transform).astype(np_dtype))
             weight_map[hf_key] = fname
             total += tensors[hf_key].nbytes
         if write:
@@ -250,7 +347,10 @@ def save_hf(model: Transformer, path: str | os.PathLike, *, tokenizer: Any = Non
     if len(plan) > 1:
         (path / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
                                                    "weight_map": weight_map}, indent=2))
-    (path / "config.json").write_text(json.dumps(cfg.to_hf(dtype), indent=2, sort_keys=True))
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True))
+    for name in PROCESSOR_FILES if cfg.multimodal_layout else ():
+        if (Path(cfg.source_path) / name).exists():
+            shutil.copy(Path(cfg.source_path) / name, path / name)
     if tokenizer is None and cfg.source_path:
         tokenizer = cfg.source_path
     if isinstance(tokenizer, (str, os.PathLike)):

@@ -324,7 +324,7 @@ def read_peft(path: str | os.PathLike, cfg) -> PeftAdapter:
     with safe_open(weights_file, framework="numpy") as st:
         for key in st.keys():
             m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight", key)
-            module = m and (by_hf.get(m.group(1)) or by_hf.get(_newer_layout(m.group(1))))
+            module = m and next((by_hf[n] for n in _spellings(m.group(1)) if n in by_hf), None)
             if not module:
                 raise CheckpointError(f"{weights_file}: tensor {key} is not a LoRA weight of a projection this "
                                       f"{cfg.family} model has")
@@ -345,9 +345,15 @@ def read_peft(path: str | os.PathLike, cfg) -> PeftAdapter:
                        {p: weights[p] for p in order}, float(conf.get("lora_dropout", 0.0)))
 
 
-def _newer_layout(name: str) -> str:
-    """A Gemma 3 multimodal name in the newer layout (model.language_model.X) as the text model's (model.X)."""
-    return name.replace("model.language_model.", "model.", 1)
+def _spellings(name: str) -> list[str]:
+    """A PEFT module name as written, and as the other transformers versions name the same Gemma 3 text module:
+    model.language_model.X (>= 4.52, multimodal), language_model.model.X (<= 4.51), model.X (text-only)."""
+    out = [name]
+    for old, new in (("model.language_model.", "model."), ("language_model.model.", "model.language_model."),
+                     ("language_model.model.", "model.")):
+        if name.startswith(old):
+            out.append(new + name[len(old):])
+    return out
 
 
 def load_peft(model: nnx.Module, adapter: PeftAdapter, mesh: Mesh | None = None) -> Adapters:
