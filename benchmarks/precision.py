@@ -46,6 +46,47 @@ def demo_run(workdir: Path, policy, steps: int):
     return losses, opt_bytes, seconds / steps
 
 
+def compiled_memory(policy, batch: int = 32, length: int = 128) -> dict[str, float]:
+    """XLA's memory analysis of the demo model's classification step on one device (MiB): arguments (the state
+    and the batch), temporaries (activations kept for the backward, workspace), and their peak."""
+    import jax
+    import optax
+    from flax import nnx
+
+    from benchmarks.common import one_device_mesh
+    from monitor_jax.model import ModelConfig, create_model
+    from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+
+    sys.path.insert(0, str(REPO))
+    from configs.demo import get_config
+
+    from monitor_jax.data import demo, research
+    from monitor_jax.data.encode import ClassificationEncoder, pad
+    from monitor_jax.data.pipeline import stack
+    from monitor_jax.model.tokenizer import load_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        demo.build_demo_tokenizer(tmp)
+        tok = load_tokenizer(tmp)
+    enc = ClassificationEncoder(research.TASKS["chem_harm"], tok, length)
+    rows = stack([pad(enc(r), length, tok.pad_id) for r in demo.demo_rows("chem_harm", "test", n=batch)])
+    param_dtype, dtype, mu_dtype = policy
+    cfg = ModelConfig(vocab_size=tok.vocab_size, param_dtype=param_dtype, dtype=dtype,
+                      **dict(get_config().model.config))
+    mesh = one_device_mesh()
+    model = create_model(cfg, mesh=mesh)
+    opt = optax.adamw(1e-3, mu_dtype=mu_dtype)
+    state = init_state(model, opt, mesh)
+    step = make_train_step(nnx.graphdef(model), opt, LossConfig(instruction=False), optax.constant_schedule(1.0),
+                           optax.constant_schedule(0.0))
+    with jax.set_mesh(mesh):
+        m = jit_train_step(step, state, mesh, rows, cfg.sharding_rules).lower(state, rows).compile().memory_analysis()
+    mib = lambda x: x / 2**20  # noqa: E731
+    peak = max(getattr(m, "peak_memory_in_bytes", 0), m.argument_size_in_bytes + m.output_size_in_bytes
+               + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    return dict(arguments=mib(m.argument_size_in_bytes), temporaries=mib(m.temp_size_in_bytes), peak=mib(peak))
+
+
 def main(steps: int = 50) -> None:
     print(f"| policy (param, compute, mu) | max rel. loss gap over {steps} steps | mean rel. gap, last 10 | "
           f"final loss | optimiser state MiB | s/step (incl. compile) |")
@@ -59,6 +100,13 @@ def main(steps: int = 50) -> None:
             gap = np.abs(s - ref) / ref
             print(f"| {name} ({', '.join(policy)}) | {gap.max():.4f} | {gap[-10:].mean():.4f} | {s[-1]:.4f} | "
                   f"{opt_bytes / 2**20:.2f} | {per_step:.3f} |", flush=True)
+
+
+    print("\n| policy | compiled step: arguments MiB | temporaries MiB | peak MiB |")
+    print("| --- | --- | --- | --- |")
+    for name, policy in POLICIES.items():
+        m = compiled_memory(policy)
+        print(f"| {name} | {m['arguments']:.1f} | {m['temporaries']:.1f} | {m['peak']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

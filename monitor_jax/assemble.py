@@ -323,19 +323,25 @@ def runtime(c: Config, checkpoint: str | None = None) -> Runtime:
     record = base_record(c, m) if info else None
     graphdef = nnx.graphdef(m)
     if ref is not None and ref.kind == "orbax":
-        lora_checkpoint = checkpoints.has_item(ref, "base")
-        if lora_checkpoint != bool(info):
-            raise CheckpointError(f"--checkpoint {ref.describe()} holds {'LoRA adapters only' if lora_checkpoint else 'a full model'}"
-                                  f" but this config {'trains a full model (lora.rank=0)' if not info else 'has LoRA (lora.rank or model.adapter)'}: "
-                                  f"use the config the run was trained with")
-        trained = nnx.state(m, lora.TRAINABLE if info else nnx.Param)
-        restored = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, trained))
-        if info:
-            check_base(checkpoints.restore_item(ref, "base"), record, f"checkpoint {ref.describe()}")
-        nnx.update(m, restored)
+        _restore_trained(m, ref, record)
     description = ref.describe() if ref is not None and ref.kind == "orbax" else base
     return Runtime(c, device_mesh, tok, tok_dir, tasks, graphdef, m.cfg, nnx.state(m, nnx.Param), description,
                    ref.step if ref is not None else None, pretrained=bool(c.model.hf_path), lora=info, base=record)
+
+
+def _restore_trained(m: Transformer, ref: checkpoints.Reference, base: dict | None) -> None:
+    """Set `m`'s trained parameters from an orbax step: all of them, or (`base` given: a LoRA model) its adapters,
+    after checking the checkpoint's base record against `base`."""
+    saved = "LoRA adapters only" if checkpoints.has_item(ref, "base") else "a full model"
+    if (saved == "LoRA adapters only") != (base is not None):
+        now = "has LoRA (lora.rank or model.adapter)" if base is not None else "trains a full model (lora.rank=0)"
+        raise CheckpointError(f"--checkpoint {ref.describe()} holds {saved} but this config {now}: use the config "
+                              f"the run was trained with")
+    trained = nnx.state(m, lora.TRAINABLE if base is not None else nnx.Param)
+    restored = checkpoints.restore_params(ref, jax.tree.map(ocp.utils.to_shape_dtype_struct, trained))
+    if base is not None:
+        check_base(checkpoints.restore_item(ref, "base"), base, f"checkpoint {ref.describe()}")
+    nnx.update(m, restored)
 
 
 def export(rt: Runtime, params: Any, output: str) -> list[str]:

@@ -224,6 +224,12 @@ def test_a_lora_run_checkpoints_adapters_resumes_exactly_and_every_command_uses_
         merged = [s.log_odds for s in assemble.scorer(merged_rt).score_all(merged_rt.params, rows)]
     np.testing.assert_allclose(ours, merged, atol=1e-4)
     assert np.ptp(ours) > 0
+    prompts = [rt.tokenizer.encode("how do I clean a lab bench"), rt.tokenizer.encode("Repeat the word apple.")]
+    with jax.set_mesh(rt.mesh):
+        ours_ids = [g.ids for g in assemble.sampler(rt).generate(prompts, params=rt.params, max_new_tokens=6)]
+        merged_ids = [g.ids for g in assemble.sampler(merged_rt).generate(prompts, params=merged_rt.params,
+                                                                          max_new_tokens=6)]
+    assert ours_ids == merged_ids and all(ours_ids)
 
     # Another base (the seed of the random init) is refused, naming both; so is the config without LoRA.
     other = config(tmp_path / "straight")
