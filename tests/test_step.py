@@ -1,6 +1,4 @@
 """The jitted train step: accumulation = large batch, sharded = single device, one compilation."""
-import types
-
 import jax
 import numpy as np
 import optax
@@ -9,12 +7,12 @@ from flax import nnx
 
 from monitor_jax.model import create_model
 from monitor_jax.parallel import make_mesh
-from monitor_jax.train.optimizer import adamw
+from monitor_jax.train.optimizer import OptimConfig, adamw
 from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
 from tests.train_helpers import batches, tiny_config
 
-OPTIM = types.SimpleNamespace(lr=1e-2, warmup_steps=2, decay="cosine", end_factor=0.1, b1=0.9, b2=0.95, eps=1e-8,
-                              weight_decay=0.1, clip_norm=1.0)
+OPTIM = OptimConfig(lr=1e-2, warmup_steps=2, decay="cosine", end_factor=0.1, b1=0.9, b2=0.95, eps=1e-8,
+                    weight_decay=0.1, clip_norm=1.0)
 
 
 def run(tok, mesh, loss_cfg=LossConfig(chunk_size=16), steps=3, same_batch=False, **model_kw):
