@@ -19,22 +19,13 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
-import optax
 import orbax.checkpoint as ocp
-from flax import nnx
 
-from benchmarks.common import one_device_mesh, print_header, seconds, torch_classification_step
-from benchmarks.real_model import examples_of
-from monitor_jax.data.encode import pad
-from monitor_jax.data.pipeline import stack
-from monitor_jax.model import load_hf, lora
+from benchmarks.common import print_header
+from benchmarks.real_model import examples_of, ours_step, torch_step
 from monitor_jax.model.gguf import SMOLLM2, resolve_model_path
 from monitor_jax.model.tokenizer import load_tokenizer
-from monitor_jax.train.step import LossConfig, frozen_params, init_state, jit_train_step, make_train_step
 
-LR = 1e-4
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def qwen3_style(path: Path) -> Path:
@@ -52,53 +43,14 @@ def qwen3_style(path: Path) -> Path:
 
 def ours(path: Path, examples, length: int, reps: int, rank: int):
     """(s / step, optimiser-state bytes, checkpoint bytes) of our step: full (rank 0) or LoRA."""
-    mesh = one_device_mesh()
-    model, cfg = load_hf(path, mesh=mesh)
-    trainable, frozen = nnx.Param, None
-    if rank:
-        modules, _ = lora.select(model, lora.DEFAULT_TARGETS.split())
-        lora.add_adapters(model, modules, rank, 2.0 * rank, mesh=mesh)
-        trainable, frozen = lora.TRAINABLE, frozen_params(model, lora.TRAINABLE)
-    optimizer = optax.adamw(LR)
-    state = init_state(model, optimizer, mesh, trainable)
-    step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
-                           optax.constant_schedule(1.0), optax.constant_schedule(0.0))
-    batch = stack([pad(ex, length, 0) for ex in examples])
-    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules, frozen)
-    holder = {"state": state}
-
-    def run():
-        args = (holder["state"], batch) if frozen is None else (holder["state"], batch, frozen)
-        holder["state"], m = jitted(*args)
-        jax.block_until_ready(m)
-
-    with jax.set_mesh(mesh):
-        s = seconds(run, reps)
-    opt_bytes = sum(x.nbytes for x in jax.tree.leaves(holder["state"].opt_state))
+    s, state = ours_step(path, examples, length, reps, lora_rank=rank)
+    opt_bytes = sum(x.nbytes for x in jax.tree.leaves(state.opt_state))
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = ocp.StandardCheckpointer()
-        ckpt.save(Path(tmp) / "state", holder["state"])
+        ckpt.save(Path(tmp) / "state", state)
         ckpt.wait_until_finished()
         disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
     return s, opt_bytes, disk
-
-
-def torch_peft(path: Path, examples, length: int, reps: int, rank: int) -> float:
-    import peft
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS,
-                                                       lora_dropout=0.0)).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
-    b = len(examples)
-    ids = torch.zeros((b, length), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    target = torch.tensor([int(ex.targets[ex.label_position]) for ex in examples])
-    for r, ex in enumerate(examples):   # left padding: every row's answer position is the last one
-        ids[r, length - len(ex):], mask[r, length - len(ex):] = torch.tensor(ex.tokens), 1
-    return seconds(torch_classification_step(model, opt, ids, mask, None, target, True), reps)
 
 
 def main():
@@ -122,7 +74,7 @@ def main():
         for name, path in (("SmolLM2-135M-Instruct", smol), ("Qwen3-style, 152k vocab", qwen3_style(Path(tmp) / "q"))):
             full_s, full_opt, full_disk = ours(path, rows, t, args.reps, 0)
             lora_s, lora_opt, lora_disk = ours(path, rows, t, args.reps, args.rank)
-            peer_s = torch_peft(path, rows, t, args.reps, args.rank)
+            peer_s = torch_step(path, rows, t, args.reps, keep_last=True, peft_rank=args.rank)
             mib = lambda x: f"{x / 2**20:.1f}"  # noqa: E731
             for step, s, opt, disk in (("monitor_jax full fine-tuning", full_s, mib(full_opt), mib(full_disk)),
                                        ("monitor_jax LoRA", lora_s, mib(lora_opt), mib(lora_disk)),

@@ -26,10 +26,10 @@ from monitor_jax.data import demo, research
 from monitor_jax.data.encode import ClassificationEncoder, pad
 from monitor_jax.data.pipeline import stack
 from monitor_jax.eval.scoring import Scorer
-from monitor_jax.model import load_hf
+from monitor_jax.model import load_hf, lora
 from monitor_jax.model.gguf import SMOLLM2, resolve_model_path
 from monitor_jax.model.tokenizer import load_tokenizer
-from monitor_jax.train.step import LossConfig, init_state, jit_train_step, make_train_step
+from monitor_jax.train.step import LossConfig, frozen_params, init_state, jit_train_step, make_train_step
 
 LR = 1e-4
 
@@ -44,31 +44,50 @@ def examples_of(tok, domains, n, length):
 
 
 # ------------------------------------------------------------------ train step
-def ours_step(path, examples, length, reps):
+def ours_step(path, examples, length, reps, lora_rank: int = 0):
+    """(s / step, the final train state) of our classification step: full fine-tuning, or with `lora_rank` the
+    default LoRA targets at alpha 2·rank (the base passed as the step's frozen argument)."""
     mesh = one_device_mesh()
     model, cfg = load_hf(path, mesh=mesh)
+    trainable, frozen = nnx.Param, None
+    if lora_rank:
+        modules, _ = lora.select(model, lora.DEFAULT_TARGETS.split())
+        lora.add_adapters(model, modules, lora_rank, 2.0 * lora_rank, mesh=mesh)
+        trainable, frozen = lora.TRAINABLE, frozen_params(model, lora.TRAINABLE)
     optimizer = optax.adamw(LR)
-    state = init_state(model, optimizer, mesh)
+    state = init_state(model, optimizer, mesh, trainable)
     step = make_train_step(nnx.graphdef(model), optimizer, LossConfig(instruction=False),
                            optax.constant_schedule(1.0), optax.constant_schedule(0.0))
     batch = stack([pad(ex, length, 0) for ex in examples])
-    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules)
+    jitted = jit_train_step(step, state, mesh, batch, cfg.sharding_rules, frozen)
     holder = {"state": state}
 
     def run():
-        holder["state"], m = jitted(holder["state"], batch)
+        args = (holder["state"], batch) if frozen is None else (holder["state"], batch, frozen)
+        holder["state"], m = jitted(*args)
         jax.block_until_ready(m)
 
     with jax.set_mesh(mesh):
-        return seconds(run, reps)
+        return seconds(run, reps), holder["state"]
 
 
-def torch_step(path, examples, length, reps, keep_last):
+# The projections a LoRA peer adapts: the same modules as lora.DEFAULT_TARGETS.
+PEFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def torch_step(path, examples, length, reps, keep_last, peft_rank: int = 0):
+    """s / step of transformers + PyTorch; with `peft_rank`, peft LoRA on PEFT_TARGETS at alpha 2·rank."""
     import torch
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    if peft_rank:
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(r=peft_rank, lora_alpha=2 * peft_rank,
+                                                           target_modules=PEFT_TARGETS, lora_dropout=0.0))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     b = len(examples)
     ids = torch.zeros((b, length), dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -148,7 +167,8 @@ def main():
     b, t = args.batch, args.length
     train_rows = examples_of(tok, ("chem_harm", "cyber_harm"), b, t)[:b]
     real = sum(len(e) for e in train_rows)
-    rows = [("monitor_jax classification step (label position only)", ours_step(path, train_rows, t, args.reps)),
+    rows = [("monitor_jax classification step (label position only)",
+             ours_step(path, train_rows, t, args.reps)[0]),
             ("transformers + PyTorch, full logits, masked CE", torch_step(path, train_rows, t, args.reps, False)),
             ("transformers + PyTorch, left padding, logits_to_keep=1",
              torch_step(path, train_rows, t, args.reps, True))]

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import jax
-from flax import nnx
 
 from monitor_jax import assemble
 from monitor_jax.config import changed_keys, validate
+from monitor_jax.train.step import model_params
 from monitor_jax.train.trainer import MetricsWriter, RunResult, train_loop
 
 
@@ -33,8 +33,7 @@ def train_run(c) -> RunResult:
                         MetricsWriter(c.workdir), assemble.task_names(c), evaluator,
                         report_dir=Path(c.workdir) / "eval", frozen=rt.frozen)
     if result.status == "finished" and c.train.export_hf:
-        params = result.state.params if rt.frozen is None else nnx.merge_state(rt.frozen, result.state.params)
-        assemble.export(rt, params, c.train.export_hf)
+        assemble.export(rt, model_params(result.state.params, rt.frozen), c.train.export_hf)
     return result
 
 

@@ -220,15 +220,11 @@ def hf_modules(cfg) -> dict[str, str]:
     return out
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    from monitor_jax.model.hf import _to_host as host
-
-    return host(x)
-
-
 def save_peft(model: nnx.Module, path: str | os.PathLike, base_model: str, dtype: str | None = None) -> Path:
     """Write the model's adapters in the PEFT layout (`peft.PeftModel.from_pretrained(base, path)` loads them),
     in `dtype` (default float32, the adapters' own)."""
+    from monitor_jax.model.hf import _to_host
+
     path = Path(path)
     cfg = model.cfg
     adapters = adapted(model)
@@ -251,8 +247,9 @@ def save_peft(model: nnx.Module, path: str | os.PathLike, base_model: str, dtype
     # its vision tower has q_proj, k_proj and v_proj modules too.
     short = every == set(adapters) and not cfg.multimodal_layout
     targets = leaves if short else sorted(names[p] for p in adapters)
-    alpha, rslora = _scale_fields(first.scale, rank)
-    config = dict(peft_type="LORA", task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, use_rslora=rslora,
+    alpha = first.scale * rank      # plain LoRA's lora_alpha for our scale (an rsLoRA scale included)
+    alpha = int(alpha) if float(alpha).is_integer() else alpha
+    config = dict(peft_type="LORA", task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, use_rslora=False,
                   target_modules=targets, base_model_name_or_path=str(base_model), lora_dropout=0.0, bias="none",
                   fan_in_fan_out=False, init_lora_weights=True, modules_to_save=None, use_dora=False,
                   rank_pattern={}, alpha_pattern={}, inference_mode=True)
@@ -261,12 +258,6 @@ def save_peft(model: nnx.Module, path: str | os.PathLike, base_model: str, dtype
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (path / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     return path
-
-
-def _scale_fields(s: float, rank: int) -> tuple[float, bool]:
-    """(lora_alpha, use_rslora) for the scale `s` of rank `rank`: alpha = s·r (plain LoRA)."""
-    alpha = s * rank
-    return (int(alpha) if float(alpha).is_integer() else alpha), False
 
 
 # PEFT options this importer understands, with the value that means "off"; anything else set is refused.

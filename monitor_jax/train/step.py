@@ -78,6 +78,11 @@ def frozen_params(model: Transformer, trainable: nnx.filterlib.Filter = nnx.Para
     return nnx.state(model, nnx.All(nnx.Param, nnx.Not(trainable)))
 
 
+def model_params(params: nnx.State, frozen: nnx.State | None) -> nnx.State:
+    """The whole model's parameters: the trained ones, with the frozen ones (a LoRA run's base) when there are."""
+    return params if frozen is None else nnx.merge_state(frozen, params)
+
+
 def make_micro_loss(graphdef: nnx.GraphDef, loss_cfg: LossConfig) -> Callable:
     """micro_loss(params, frozen, micro, n_cls, n_sft, w_cls, w_sft) -> (loss, aux): one micro-batch's share of
     the step's loss, normalised by the whole batch's counts; `make_train_step` differentiates it in `params`."""

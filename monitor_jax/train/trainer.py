@@ -31,7 +31,7 @@ from monitor_jax.eval.report import write_report
 from monitor_jax.eval.results import EvalResult
 from monitor_jax.parallel.multihost import global_batch
 from monitor_jax.settings import setting
-from monitor_jax.train.step import TrainState, jit_train_step
+from monitor_jax.train.step import TrainState, jit_train_step, model_params
 
 log = logging.getLogger("monitor_jax.train")
 
@@ -142,8 +142,7 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
 
     def evaluate(step: int) -> EvalResult:
         """Evaluate the current parameters; the report goes where `eval --checkpoint=STEP` writes its own."""
-        params = state.params if frozen is None else nnx.merge_state(frozen, state.params)
-        result = evaluator.run(params, step=step)
+        result = evaluator.run(model_params(state.params, frozen), step=step)
         writer.write(step, result.flat)
         if report_dir is not None:
             title = f"checkpoint step {step}" if step else "before training (step 0)"
