@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor_jax import assemble
+from monitor_jax import assemble, checkpoints
 from monitor_jax.commands import elicit
 from monitor_jax.config import validate, validate_elicit
 from monitor_jax.data import demo, research
@@ -36,6 +36,7 @@ def _config(workdir, source_path, **changes):
     c.train.batch_size = 8
     c.train.log_every = 1
     c.eval.max_rows, c.eval.bootstrap, c.eval.batch_size = 8, 10, 8
+    c.lora.rank, c.lora.alpha = 4, 8.0     # the stages' training runs are LoRA runs (the CLI run below too)
     for key, value in changes.items():
         section, name = key.split(".")
         c[section][name] = value
@@ -64,7 +65,7 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labelled_run(sources, tmp_path_factory):
-    """The whole pipeline on the labelled source, through the CLI."""
+    """The whole pipeline on the labelled source, through the CLI, its trained runs LoRA runs."""
     root = tmp_path_factory.mktemp("elicit")
     work = root / "run"
     c = _config(work, sources["labelled"])
@@ -75,7 +76,7 @@ def labelled_run(sources, tmp_path_factory):
     out = subprocess.run([sys.executable, "-m", "monitor_jax.main", "elicit", f"--config={config_file}",
                           f"--config.workdir={work}", "--config.elicit.max_thinking_tokens=8", "--config.train.steps=3",
                           "--config.train.checkpoint_every=3", "--config.train.batch_size=8",
-                          "--config.train.log_every=1",
+                          "--config.train.log_every=1", "--config.lora.rank=4", "--config.lora.alpha=8",
                           "--config.eval.max_rows=8", "--config.eval.bootstrap=10", "--config.eval.batch_size=8"],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     return c, work / "elicit", out
@@ -107,8 +108,9 @@ def test_the_pipeline_writes_every_stage_and_the_comparison(labelled_run):
             "single-token | supervised single-token |") in table
     cell = r" \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|"
     assert re.search(r"^\| control_arena \| control_arena \| no \| 8 \|(" + cell + "){4}$", table, re.M)
-    for run in ("train", "supervised"):
+    for run in ("train", "supervised"):     # LoRA runs: adapters and the base's record
         assert (out_dir / run / "checkpoints" / "3").is_dir()
+        assert checkpoints.has_item(checkpoints.resolve(str(out_dir / run), out_dir), "base")
     assert (out_dir / "eval" / "zero_shot" / "roc_by_domain.png").stat().st_size > 0
 
 

@@ -4,7 +4,7 @@ import pytest
 from sklearn import metrics as skm
 
 from monitor_jax.eval.metrics import (MetricError, best_threshold, bootstrap, expected_calibration_error,
-                                      monitor_metrics, point_metrics, tpr_at_fpr)
+                                      monitor_metrics, point_metrics, resampled_metrics, resamples, tpr_at_fpr)
 
 
 def _data(kind, seed=0, n=400):
@@ -75,8 +75,23 @@ def test_one_class_only_is_a_clear_error_not_nan():
         point_metrics(np.array([0, 1, 2]), np.arange(3.0), np.full(3, 0.5))
     # A lone negative: resamples without it are redrawn, never reported as NaN.
     labels = np.array([1] * 19 + [0])
-    out = bootstrap(lambda i: point_metrics(labels[i], np.arange(20.0)[i], np.full(20, .5)[i]), 20, samples=50)
+    out = bootstrap(labels, np.arange(20.0), np.full(20, .5), samples=50)
     assert all(np.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_every_resample_s_metrics_equal_scikit_learn_s_on_the_resampled_rows(kind):
+    """The bootstrap computes all resamples at once from counts; each must be point_metrics of its rows."""
+    labels, scores, probs = _data(kind, seed=4, n=150)
+    threshold = 0.3
+    idx = resamples(labels, 40, seed=5)
+    assert idx.shape == (40, 150) and all(0 < labels[i].sum() < 150 for i in idx)
+    batched = resampled_metrics(labels, scores, probs, idx, threshold)
+    for r, i in enumerate(idx):
+        expected = point_metrics(labels[i], scores[i], probs[i], threshold)
+        assert set(batched) == set(expected)
+        for k, v in expected.items():
+            assert batched[k][r] == pytest.approx(v, abs=1e-12), (k, r)
 
 
 def test_tpr_at_fpr_on_perfect_and_useless_scores():

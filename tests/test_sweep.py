@@ -41,10 +41,14 @@ def _params(run_dir):
     return ocp.PyTreeCheckpointer().restore(Path(run_dir) / "checkpoints" / "4" / "state")["params"]
 
 
+# The end-to-end sweeps train LoRA runs: a sweep resumes, skips and reports them like any run.
+LORA = ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.optim.lr=1e-2"]
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, demo_tokenizer):
     work = tmp_path_factory.mktemp("sweep") / "ratio"
-    return work, _sweep(work, demo_tokenizer)
+    return work, _sweep(work, demo_tokenizer, *LORA)
 
 
 @pytest.mark.slow
@@ -75,7 +79,7 @@ def test_a_ratio_sweep_runs_then_reports(swept, demo_tokenizer):
 
     # A second call finds every run finished: nothing runs, no checkpoint is written.
     before = {p: p.stat().st_mtime_ns for p in work.rglob("checkpoints/*")}
-    again = _sweep(work, demo_tokenizer)
+    again = _sweep(work, demo_tokenizer, *LORA)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished already") == 2 and "exited" not in again.stdout
     assert {p: p.stat().st_mtime_ns for p in work.rglob("checkpoints/*")} == before
@@ -89,7 +93,7 @@ def test_a_killed_sweep_is_completed_by_rerunning(swept, tmp_path, demo_tokenize
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "monitor_jax.main", "sweep", f"--config={CONFIG}", f"--config.workdir={killed}",
            f"--config.model.tokenizer={demo_tokenizer}", "--config.sweep.grid=(('data.mixing.value', (0.5,)),)",
-           *SMALL]
+           *SMALL, *LORA]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     step2 = killed / "runs" / "value-0.5_seed-0" / "checkpoints" / "2"
@@ -99,12 +103,13 @@ def test_a_killed_sweep_is_completed_by_rerunning(swept, tmp_path, demo_tokenize
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert step2.is_dir() and not (step2.parent / "4").is_dir()
-    again = _sweep(killed, demo_tokenizer, ratios=(0.5,))
+    again = _sweep(killed, demo_tokenizer, *LORA, ratios=(0.5,))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     import jax
 
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 _params(work / "runs" / "value-0.5_seed-0"), _params(killed / "runs" / "value-0.5_seed-0"))
+    straight, resumed = _params(work / "runs" / "value-0.5_seed-0"), _params(killed / "runs" / "value-0.5_seed-0")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), straight, resumed)
+    assert all("['lora']" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(resumed)[0])
 
 
 def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_tokenizer):

@@ -61,15 +61,18 @@ def test_a_resume_with_changed_settings_names_and_records_them(tmp_path, demo_to
     assert json.loads((tmp_path / "run" / "config.json").read_text())["optim"]["lr"] == c.optim.lr / 2
 
 
-def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_tokenizer):
-    """SIGKILL at an arbitrary moment: the rerun resumes from the last complete checkpoint."""
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_tokenizer, lora):
+    """SIGKILL at an arbitrary moment: the rerun resumes from the last complete checkpoint. Under LoRA the
+    checkpoint holds the adapters and their moments only (the base is rebuilt from its record)."""
     def cmd(workdir):
         return [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/demo.py'}",
                 f"--config.workdir={workdir}", f"--config.model.tokenizer={demo_tokenizer}", "--config.train.steps=12",
                 "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=3",
                 "--config.eval.every=0", "--config.train.best_metric=", "--config.model.config.num_layers=1",
                 "--config.model.config.embed_dim=32", "--config.model.config.head_dim=8",
-                "--config.model.config.mlp_dim=32"]
+                "--config.model.config.mlp_dim=32"] + (
+                   ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.optim.lr=1e-2"] if lora else [])
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     env.pop("JAX_PLATFORMS", None)
     subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, env=env, check=True, capture_output=True)
@@ -87,6 +90,11 @@ def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_toke
              for run in ("straight", "killed")]
     jax.tree.map(np.testing.assert_array_equal, final[0]["params"], final[1]["params"])
     assert _hashes(tmp_path / "straight") == _hashes(tmp_path / "killed")
+    names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(final[1]["params"])[0]}
+    assert all(("['lora']" in n) == lora for n in names), sorted(names)[:4]
+    if lora:    # the adapters trained: B moved off its zero init
+        assert any(np.abs(v).max() > 0 for p, v in jax.tree_util.tree_flatten_with_path(final[1]["params"])[0]
+                   if "['b']" in jax.tree_util.keystr(p))
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, demo_tokenizer):
@@ -125,15 +133,18 @@ def test_preemption_signal_saves_and_exits_for_a_retry(tmp_path, demo_tokenizer,
     assert 3 <= step < 400 and (workdir / "checkpoints" / str(step)).is_dir()
     if sig != signal.SIGTERM:
         return
-    # The retry an orchestrator makes: the same command resumes and ends where an uninterrupted run ends.
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    # The retry an orchestrator makes: the same command resumes where an uninterrupted run would be. Both stop
+    # 4 steps past the saved one (train.run_steps, a per-process setting that a resume may change), not at 400.
+    end = step + 4
+    subprocess.run(cmd + ["--config.train.run_steps=4"], cwd=REPO, env=env, check=True, capture_output=True)
     straight = [a.replace(str(workdir), str(tmp_path / "straight")) for a in cmd]
-    subprocess.run(straight, cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(straight + [f"--config.train.run_steps={end}"], cwd=REPO, env=env, check=True,
+                   capture_output=True)
     import orbax.checkpoint as ocp
-    final = [ocp.PyTreeCheckpointer().restore(run / "checkpoints" / "400" / "state")
+    final = [ocp.PyTreeCheckpointer().restore(run / "checkpoints" / str(end) / "state")
              for run in (workdir, tmp_path / "straight")]
     jax.tree.map(np.testing.assert_array_equal, final[0]["params"], final[1]["params"])
-    assert _hashes(workdir) == _hashes(tmp_path / "straight")
+    assert _hashes(workdir) == _hashes(tmp_path / "straight") and max(_hashes(workdir)) == end
 
 
 def test_config_errors_name_the_key(tmp_path, demo_tokenizer):

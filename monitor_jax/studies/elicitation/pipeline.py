@@ -284,8 +284,11 @@ def run_report(ctx: Context) -> None:
 # eval.tasks[i].task, ...) count with their full definitions.
 SOURCE = ("elicit.source", "elicit.max_rows", "elicit.thinking_task", "elicit.task", "data_root")
 STARTING_MODEL = ("model", "mesh", "seed")
-TRAINING = keys(STARTING_MODEL, ("data", "loss", "optim", "train", "elicit.task", "data_root"))
-EVALUATION = keys(STARTING_MODEL, ("eval", "data_root"))
+# `lora`: the trained runs are LoRA runs when lora.rank > 0, and their evaluations restore the adapters (a
+# stage that did not declare it would train a full model in a LoRA config: fill() gives undeclared keys their
+# defaults). The starting model's predictions do not depend on it (zero-initialised adapters change nothing).
+TRAINING = keys(STARTING_MODEL, ("lora", "data", "loss", "optim", "train", "elicit.task", "data_root"))
+EVALUATION = keys(STARTING_MODEL, ("lora", "eval", "data_root"))
 
 STAGES = (
     Stage("predict", run_predict, outputs=("predictions.jsonl",),
