@@ -4,14 +4,15 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent compilation cache for the whole test session, the subprocesses it starts included: the
-# end-to-end tests compile the same programs many times (a killed run and its rerun, every command on the same
-# tiny model). XLA keys each entry by the program, the compile options and the jax/XLA versions, so a hit is
-# exactly the program a compile would give. It lives in the checkout's .pytest_cache (a clean checkout starts
-# empty). A repeated end-to-end run took 26 s instead of 37 s here.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache",
-                                   "jax_compilation_cache"))
+# A persistent compilation cache for each test worker and the subprocesses its tests start: the end-to-end
+# tests compile the same programs many times (a killed run and its rerun, every command on the same tiny
+# model). XLA keys each entry by the program, the compile options and the jax/XLA versions, so a hit is exactly
+# the program a compile would give. One directory per xdist worker, in the checkout's .pytest_cache (a clean
+# checkout starts empty): without the optional `filelock` package jax writes entries unlocked and not
+# atomically, so two workers must not share one. A repeated end-to-end run took 26 s instead of 37 s here.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax_compilation_cache",
+    os.environ.get("PYTEST_XDIST_WORKER", "main")))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
