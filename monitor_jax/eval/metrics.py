@@ -34,10 +34,18 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+ECE_BINS = 10
+
+
+def calibration_bin(probs: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Each probability's equal-width bin, 0..bins-1 (1.0 falls in the last)."""
+    return np.minimum((np.asarray(probs) * bins).astype(int), bins - 1)
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     """Σ_bins |bin| / n · |mean(label) − mean(prob)| over equal-width probability bins."""
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    which = calibration_bin(probs, bins)
     ece = 0.0
     for b in range(bins):
         in_bin = which == b
@@ -119,8 +127,7 @@ def resampled_metrics(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray,
     called = tp + fp
     precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
     correct = ((scores > 0) == labels).astype(np.float64)
-    bins = 10
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    which = calibration_bin(probs)
     out = dict(auroc=np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2, axis=1),
                average_precision=np.sum(pos / n_pos * precision, axis=1),
                accuracy=correct[idx].mean(axis=1),
@@ -128,7 +135,7 @@ def resampled_metrics(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray,
                tpr_at_5pct_fpr=np.where(fpr <= 0.05 + 1e-12, tpr, 0.0).max(axis=1),
                brier=((probs - y) ** 2)[idx].mean(axis=1),
                # per bin, |sum of labels - sum of probs| / n = the bin's share of rows x |mean label - mean prob|
-               ece=np.abs(_counts(which, bins, idx, y) - _counts(which, bins, idx, probs)).sum(axis=1) / n)
+               ece=np.abs(_counts(which, ECE_BINS, idx, y) - _counts(which, ECE_BINS, idx, probs)).sum(axis=1) / n)
     if threshold is not None:
         out["accuracy_calibrated"] = ((scores > threshold) == labels).astype(np.float64)[idx].mean(axis=1)
     return out
@@ -140,12 +147,12 @@ def bootstrap(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray, thresho
     resamples that keep each [chunk, distinct scores] array near 2M values (16 MB)."""
     idx = resamples(np.asarray(labels).astype(int), samples, seed)
     chunk = max(1, min(100, 2_000_000 // len(labels)))
-    values: dict[str, list[np.ndarray]] = {}
+    chunks: dict[str, list[np.ndarray]] = {}
     for lo in range(0, samples, chunk):
         for k, v in resampled_metrics(labels, scores, probs, idx[lo:lo + chunk], threshold).items():
-            values.setdefault(k, []).append(v)
-    return {k: (float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5)))
-            for k, v in values.items()}
+            chunks.setdefault(k, []).append(v)
+    low_high = {k: np.percentile(np.concatenate(v), [2.5, 97.5]) for k, v in chunks.items()}
+    return {k: (float(lo), float(hi)) for k, (lo, hi) in low_high.items()}
 
 
 def monitor_metrics(labels, scores, probs, calibration: tuple | None = None, samples: int = 1000,
