@@ -60,6 +60,15 @@ def test_sharded_step_equals_single_device_and_compiles_once(small_tokenizer, no
     # Parameters stayed on their declared shardings through the donated updates.
     q = sharded.params["layers"][0]["attn"]["q_proj"]["kernel"][...]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    # AdamW's moments are sharded exactly like their parameters (FSDP shards the optimizer state too): every
+    # moment leaf carries its parameter's spec, and only the step counts are replicated.
+    param_specs = [x.sharding.spec for x in jax.tree.leaves(sharded.params)]
+    adam, = [s for s in jax.tree.leaves(sharded.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+             if isinstance(s, optax.ScaleByAdamState)]
+    for moments in (adam.mu, adam.nu):
+        assert [x.sharding.spec for x in jax.tree.leaves(moments)] == param_specs
+    assert adam.count.sharding.spec == jax.sharding.PartitionSpec()
+    assert any(spec != jax.sharding.PartitionSpec() for spec in param_specs)
     assert jitted._cache_size() == 1
     # No sharding transition in the step made XLA fall back to replicating a tensor.
     assert "Involuntary full rematerialization" not in capfd.readouterr().err
