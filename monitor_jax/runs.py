@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-from monitor_jax import assemble
+from monitor_jax import assemble, lease
 from monitor_jax.config import changed_keys, validate
 from monitor_jax.train.step import model_params
 from monitor_jax.train.trainer import MetricsWriter, RunResult, train_loop
@@ -16,6 +16,12 @@ from monitor_jax.train.trainer import MetricsWriter, RunResult, train_loop
 def train_run(c) -> RunResult:
     """Train (or resume, from the work directory's newest intact checkpoint) the run `c` describes."""
     validate(c, jax.device_count())
+    # One writer per work directory: taken before anything is written there, released however this ends.
+    with lease.hold(c.workdir, "train", "--config.workdir"):
+        return _train(c)
+
+
+def _train(c) -> RunResult:
     rt = assemble.runtime(c)
     optimizer = assemble.optimizer(c)
     state = assemble.train_state(rt, optimizer)

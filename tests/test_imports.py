@@ -1,7 +1,7 @@
 """The package's import graph: no cycles, and no layer imports one above it.
 
 Every import counts, including those inside functions (a lazy import is still a dependency). Layers, bottom
-up: errors, settings, parallel, checkpoints < model < data < generate < train, eval < studies, config < assemble, runs
+up: errors, settings, parallel, checkpoints, lease < model < data < generate < train, eval < studies, config < assemble, runs
 < commands < main.
 """
 import ast
@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "monitor_jax"
 
-LAYER = {"errors": 0, "settings": 0, "parallel": 0, "checkpoints": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
+LAYER = {"errors": 0, "settings": 0, "parallel": 0, "checkpoints": 0, "lease": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
          "studies": 5, "config": 5, "assemble": 6, "runs": 6, "commands": 7, "main": 8}
 
 

@@ -3,6 +3,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,7 +76,21 @@ def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_toke
                    ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.optim.lr=1e-2"] if lora else [])
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     env.pop("JAX_PLATFORMS", None)
-    subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, env=env, check=True, capture_output=True)
+    # The full run's straight run is started twice at once on one work directory (a requeued job overlapping its
+    # predecessor): exactly one trains; the other exits 2 naming it, before writing anything (monitor_jax/lease.py).
+    starts = 1 if lora else 2
+    straight = [subprocess.Popen(cmd(tmp_path / "straight"), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(starts)]
+    errs = [p.communicate(timeout=600)[1] for p in straight]
+    assert sorted(p.returncode for p in straight) == [0, 2][:starts], [err[-2000:] for err in errs]
+    if starts == 2:
+        winner = next(p for p in straight if p.returncode == 0)
+        (error,) = [line for p, err in zip(straight, errs) if p.returncode == 2 for line in err.splitlines()
+                    if line.startswith("error:")]
+        assert f"in use by a train run on host {socket.gethostname()}, process id {winner.pid}, started 20" in error
+        # The survivor alone wrote the directory: each step logged once (and its steps equal the killed run's).
+        rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
+        assert [r["step"] for r in rows if "train/data_hash" in r] == list(range(1, 13))
     proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -84,7 +99,10 @@ def test_hard_kill_then_resume_matches_the_uninterrupted_run(tmp_path, demo_toke
     proc.kill()
     proc.wait()
     assert not (tmp_path / "killed" / "checkpoints" / "12").exists()   # it really died mid-run
-    subprocess.run(cmd(tmp_path / "killed"), cwd=REPO, env=env, check=True, capture_output=True)
+    rerun = subprocess.run(cmd(tmp_path / "killed"), cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    # Its lease outlived it; the rerun takes it over and says whose it was and why.
+    assert f"took over {tmp_path / 'killed' / '.lease'} from a train run on host {socket.gethostname()}, process id " \
+           f"{proc.pid}" in rerun.stderr and f"its process {proc.pid} is no longer running" in rerun.stderr
     import orbax.checkpoint as ocp
     final = [ocp.PyTreeCheckpointer().restore(tmp_path / run / "checkpoints" / "12" / "state")
              for run in ("straight", "killed")]
@@ -106,6 +124,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     import orbax.checkpoint as ocp
     steps = ocp.CheckpointManager(tmp_path / "nan" / "checkpoints").all_steps()
     assert max(steps) == 3
+    assert not (tmp_path / "nan" / ".lease").exists()    # released: fixing the config and rerunning starts at once
 
 
 @pytest.mark.slow
@@ -128,6 +147,7 @@ def test_preemption_signal_saves_and_exits_for_a_retry(tmp_path, demo_tokenizer,
     out, _ = proc.communicate(timeout=240)
     # Not 0: Kubernetes and Slurm read 0 as "finished" and would never restart a preempted run.
     assert proc.returncode == EXIT_PREEMPTED == 75, out[-3000:]
+    assert not (workdir / ".lease").exists()     # released: the retry starts at once
     assert "preempted at step" in out and f"{sig.name}: saved step" in out
     step = int(out.split("preempted at step ")[1].split(";")[0])
     assert 3 <= step < 400 and (workdir / "checkpoints" / str(step)).is_dir()

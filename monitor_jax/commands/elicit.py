@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jax
 
-from monitor_jax import assemble
+from monitor_jax import assemble, lease
 from monitor_jax.commands.streaming import RowWriter
 from monitor_jax.config import base_config, set_key, source_specs, validate, validate_elicit
 from monitor_jax.data.sources import reads_data_root
@@ -89,9 +89,11 @@ def run(config, flags=None) -> int:
             tables[key] = assemble.Tasks(c)
         return tables[key](name)
 
-    elicitation.check(config, task)
-    pipeline = elicitation.pipeline(Path(config.workdir) / "elicit", task)
-    status = pipeline.run(config, Assembled(config), only=stage)
+    # One writer per work directory (the stages' training runs hold their own run directories' leases).
+    with lease.hold(config.workdir, "elicit", "--config.workdir"):
+        elicitation.check(config, task)
+        pipeline = elicitation.pipeline(Path(config.workdir) / "elicit", task)
+        status = pipeline.run(config, Assembled(config), only=stage)
     if status != "finished":
         return EXIT_PREEMPTED if status == "preempted" else EXIT_OK
     if jax.process_index() == 0 and pipeline.done(config, "report"):

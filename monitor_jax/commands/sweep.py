@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import yaml
 
+from monitor_jax import lease
 from monitor_jax.config import ConfigError, changed_keys, set_key, sweep_grid, validate
 from monitor_jax.errors import EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR
 from monitor_jax.studies import sweep as sweeps
@@ -62,7 +63,10 @@ def _check_changed(plans, rerun_changed: bool) -> None:
         if r.name in changed:
             print(f"sweep: run {r.name}: its settings changed ({', '.join(changed[r.name])}); deleting {c.workdir} "
                   f"to run it again (--rerun_changed)")
-            shutil.rmtree(c.workdir)
+            with lease.hold(c.workdir, "sweep --rerun_changed"):     # never under a run still writing it
+                for p in Path(c.workdir).iterdir():
+                    if not p.name.startswith(lease.FILE):
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def run(config, flags=None) -> int:
@@ -71,6 +75,13 @@ def run(config, flags=None) -> int:
     if jax.distributed.is_initialized():
         raise ConfigError("sweep launches runs from one host; for multi-host runs submit WORKDIR/slurm.sh or "
                           "WORKDIR/job.yaml (written by `sweep --config.sweep.executor=slurm`)")
+    # One sweep per work directory: its lease covers the files it writes there (sweep.json, the specs, each run's
+    # config.py); each run's `train` holds its own run directory's lease, so local runs never wait on this one.
+    with lease.hold(Path(config.workdir).resolve(), "sweep", "--config.workdir"):
+        return _sweep(config, flags)
+
+
+def _sweep(config, flags) -> int:
     # Each run's config file loads the sweep's config file and applies the sweep's own --config.KEY=VALUE
     # flags, then the run's grid point.
     config_path, cli = flags["config"].config_filename, dict(flags["config"].override_values or {})

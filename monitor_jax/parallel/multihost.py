@@ -1,4 +1,5 @@
-"""Multi-host input (each process holds its slice of the global batch; jax assembles it) and barriers."""
+"""Multi-host input (each process holds its slice of the global batch; jax assembles it), barriers, and
+sharing process 0's word with the others."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -28,3 +29,18 @@ def sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def share_text(text: str) -> str:
+    """Process 0's `text` on every process (on one process, `text`): e.g. why process 0 refused to start."""
+    if jax.process_count() == 1:
+        return text
+    from jax.experimental import multihost_utils
+
+    mine = np.frombuffer(text.encode(), np.uint8).astype(np.int32) if jax.process_index() == 0 else \
+        np.zeros(0, np.int32)
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(mine.size)))
+    if n == 0:
+        return ""
+    data = mine if mine.size == n else np.zeros(n, np.int32)
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(data)).astype(np.uint8)).decode()
