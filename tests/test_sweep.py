@@ -126,12 +126,12 @@ def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_t
     assert subprocess.run(["bash", "-n", str(work / "slurm.sh")]).returncode == 0
     script = (work / "slurm.sh").read_text()
     assert "#SBATCH --array=0-5" in script
-    cases = dict(re.findall(r"^  (\d+)\) (.*) ;;$", script, re.M))
+    cases = dict(re.findall(r"^  (\d+)\) set -- (.*) ;;$", script, re.M))     # the run's words as the arguments
     assert [cases[str(i)] for i in range(6)] == local
     job = yaml.safe_load((work / "job.yaml").read_text())
     assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 6
     body = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
-    assert [dict(re.findall(r"^  (\d+)\) (.*) ;;$", body, re.M))[str(i)] for i in range(6)] == local
+    assert [dict(re.findall(r"^  (\d+)\) exec (.*) ;;$", body, re.M))[str(i)] for i in range(6)] == local
     # The command of a run is a plain `train` of its own config file, which holds the sweep's flags too.
     assert all(shlex.split(line)[0] == sys.executable for line in local)   # sweep.python="" : this interpreter
     run_config = shlex.split(local[0])[-1].removeprefix("--config=")

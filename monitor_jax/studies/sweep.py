@@ -157,34 +157,74 @@ def record(run: Run, config: Mapping[str, Any]) -> str:
     return json.dumps(dict(name=run.name, overrides=run.overrides, config=config), indent=2, sort_keys=True) + "\n"
 
 
+def _launch():
+    """The launch/ templates (package data of `monitor_jax.launch`, mapped by setup.py)."""
+    try:
+        import monitor_jax.launch as launch
+        import monitor_jax.launch.gke.render as render
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"{e}: this install of monitor_jax predates the launch/ templates; install it again "
+                                  f"(pip install -e .)") from None
+    return launch, render
+
+
+SBATCH = re.compile(r"^#SBATCH --([A-Za-z-]+)(?:=(.*))?$", re.M)
+COMMAND_BLOCK = re.compile(r"^# >>> command.*?^# <<< command$", re.M | re.S)
+# A sweep run is one process: one node, one task (jax.distributed stays off), one GPU; `sweep.sbatch` overrides.
+SWEEP_SBATCH = {"nodes": 1, "ntasks-per-node": 1, "gpus-per-node": 1}
+
+
 def slurm_script(commands: Sequence[str], sweep_dir: str | Path, sbatch: Mapping[str, Any]) -> str:
-    """A Slurm job array: index i runs commands[i]; `sbatch` holds #SBATCH options (time, partition, ...)."""
-    options = {"job-name": f"sweep-{Path(sweep_dir).name}", "array": f"0-{len(commands) - 1}",
-               "output": f"{Path(sweep_dir).resolve()}/runs/slurm-%A_%a.log", **dict(sbatch)}
-    lines = ["#!/usr/bin/env bash"] + [f"#SBATCH --{k}={v}" for k, v in options.items()] + [
-        "# Written by `python -m monitor_jax.main sweep`; submit with: sbatch " + str(Path(sweep_dir).resolve() /
-                                                                                    "slurm.sh"),
-        "set -euo pipefail", "case \"$SLURM_ARRAY_TASK_ID\" in"]
-    lines += [f"  {i}) {c} ;;" for i, c in enumerate(commands)]
-    lines += ["  *) echo \"no run for array index $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;", "esac"]
-    return "\n".join(lines) + "\n"
+    """launch/slurm/train.sbatch as a job array: index i runs commands[i] (its arguments are set from
+    SLURM_ARRAY_TASK_ID), so a preempted run requeues itself as the launcher does. `sbatch` holds #SBATCH options
+    over the launcher's and SWEEP_SBATCH (a value of None drops one, True writes a bare flag)."""
+    launch, _ = _launch()
+    template = launch.path("slurm/train.sbatch").read_text()
+    sweep_dir = Path(sweep_dir).resolve()
+    options = {**dict(SBATCH.findall(template)), **SWEEP_SBATCH,
+               "job-name": f"sweep-{sweep_dir.name}", "output": f"{sweep_dir}/runs/slurm-%A_%a.log",
+               "array": f"0-{len(commands) - 1}", **dict(sbatch)}
+    header = "\n".join(f"#SBATCH --{k}" if v is True or v == "" else f"#SBATCH --{k}={v}"
+                       for k, v in options.items() if v is not None)
+    command = "\n".join(["# >>> command: the run of this array index (its line in commands.txt)",
+                         'case "${SLURM_ARRAY_TASK_ID:?not an array job: submit this script with sbatch}" in']
+                        + [f"  {i}) set -- {c} ;;" for i, c in enumerate(commands)]
+                        + ['  *) echo "no run for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac",
+                           "# <<< command"])
+    lines = template.split("\n")
+    first = next(i for i, line in enumerate(lines) if SBATCH.match(line))
+    lines = [line for line in lines[:first] if not SBATCH.match(line)] + [header] + [
+        line for line in lines[first:] if not SBATCH.match(line)]
+    lines.insert(1, f"# Written by `python -m monitor_jax.main sweep` from launch/slurm/train.sbatch; submit with: "
+                    f"sbatch {sweep_dir / 'slurm.sh'}")
+    return COMMAND_BLOCK.sub(lambda _: command, "\n".join(lines))
 
 
 def kubernetes_job(commands: Sequence[str], name: str, image: str, parallelism: int,
                    resources: Mapping[str, Any]) -> dict[str, Any]:
-    """An Indexed Job: completion index i runs commands[i] (the sweep directory must be on a shared volume at
-    the same path in the container)."""
+    """An Indexed Job whose completion index i runs commands[i]: the pod template and exit-code policy of
+    launch/gke/gpu.yaml for one process (no JAX_* coordinator: a plain Job's pods have no hostnames to name
+    one), with a retry budget per run; a run's config error (exit 2) fails that run only. The sweep directory
+    must be on a shared volume at the same path in the container."""
+    _, render = _launch()
+    # 50 characters: the pods' hostnames (NAME-INDEX) stay within DNS's 63.
+    name = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50].strip("-") or "sweep"
     script = "\n".join(["set -euo pipefail", "case \"$JOB_COMPLETION_INDEX\" in"]
-                       + [f"  {i}) {c} ;;" for i, c in enumerate(commands)]
+                       + [f"  {i}) exec {c} ;;" for i, c in enumerate(commands)]     # exec: python gets SIGTERM
                        + ["  *) exit 2 ;;", "esac"])
-    container = {"name": "train", "image": image, "command": ["bash", "-c", script]}
-    if resources:
-        container["resources"] = dict(resources)
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]},
-            "spec": {"completionMode": "Indexed", "completions": len(commands), "parallelism": parallelism,
-                     "backoffLimitPerIndex": 3, "maxFailedIndexes": len(commands),
-                     "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}
+    jobset = render.gpu_jobset(name, image, ["bash", "-c", script], nodes=1, resources=resources)
+    spec = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if not e["name"].startswith("JAX_")]
+    if not container["env"]:
+        del container["env"]
+    for rule in spec["podFailurePolicy"]["rules"]:
+        if rule["action"] == "FailJob":
+            rule["action"] = "FailIndex"
+    del spec["backoffLimit"]
+    spec.update(completions=len(commands), parallelism=parallelism, backoffLimitPerIndex=3,
+                maxFailedIndexes=len(commands))
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
 
 
 def run_local(jobs: Sequence[tuple[str, list[str], Path]], parallel: int = 1, device_env: str = "",
