@@ -9,6 +9,7 @@
     python -m monitor_jax.main report --sweep=SWEEP_WORKDIR
     python -m monitor_jax.main export --config=... [--checkpoint=...] --output=hf_dir
     python -m monitor_jax.main convert --gguf=FILE.gguf|package:NAME --output=hf_dir
+    python -m monitor_jax.main plan --config=... --topology=v5e-64 | --devices=8 --hbm_gib=80 --peak_tflops=989
 
 Exit codes (monitor_jax.errors): 0 done; 2 a user error (config, data, task,
 checkpoint), printed as one line (`--debug` or MONITOR_JAX_DEBUG=1 adds the
@@ -63,6 +64,14 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
     flags.DEFINE_string("sweep", "", "report: a sweep's work directory.", flag_values=flag_values)
     flags.DEFINE_bool("rerun_changed", False, "sweep: delete and rerun the runs that started with other settings "
                       "than the config now gives them (default: such a run is an error).", flag_values=flag_values)
+    flags.DEFINE_string("topology", "", "plan: a Cloud TPU slice (v5e-64, v5p-128, v4-32, v6e-8) compiled for "
+                        "without one (needs libtpu: pip install -e '.[tpu]').", flag_values=flag_values)
+    flags.DEFINE_integer("devices", 0, "plan: N accelerators (GPUs) of --hbm_gib and --peak_tflops, compiled on N "
+                         "simulated CPU devices.", flag_values=flag_values)
+    flags.DEFINE_float("hbm_gib", 0.0, "plan --devices: memory of one device in GiB.", flag_values=flag_values)
+    flags.DEFINE_float("peak_tflops", 0.0, "plan --devices: dense bf16 peak of one device in TFLOP/s.",
+                       flag_values=flag_values)
+    flags.DEFINE_float("mfu", 0.4, "plan: the model FLOPs utilisation the step time assumes.", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "Show tracebacks of user errors.", flag_values=flag_values)
     return holder
 

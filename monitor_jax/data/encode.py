@@ -201,6 +201,12 @@ def _empty_row(length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray
                 kind=np.int32(INSTRUCTION), truncated=np.int32(0))
 
 
+def batch_template(batch_size: int, length: int, pad_id: int = 0, slots: int = 0) -> dict[str, np.ndarray]:
+    """A training batch's fields, shapes and dtypes ([batch_size, ...] of empty rows): what the step is compiled
+    for (the planner compiles it without data)."""
+    return {k: np.stack([v] * batch_size) for k, v in _empty_row(length, pad_id, slots).items()}
+
+
 def pad(example: Encoded, length: int, pad_id: int, slots: int = 0) -> dict[str, np.ndarray]:
     """A fixed-length row: right padding with segment id 0 and weight 0. `slots` > 0: the per-example fields
     are [slots] arrays (the batch layout of a run with packed classification rows), this example in slot 0."""

@@ -1,0 +1,116 @@
+"""`plan`: its abstract compile is the real run's program (same memory, same shard bytes), its analytic FLOPs
+agree with XLA's count where no loop hides work, and the command answers for a GPU node or says why it cannot."""
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from monitor_jax import assemble
+from monitor_jax.commands.plan import plan, report
+from monitor_jax.parallel.multihost import global_batch
+from monitor_jax.parallel.planner import Stats, by_layers, bytes_per_device, compiled_stats, largest_batch
+from monitor_jax.parallel.topology import device_target, slice_shape
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_config(workdir, tokenizer, **lora):
+    c = runpy.run_path(str(REPO / "configs/demo.py"))["get_config"]()
+    c.workdir, c.model.tokenizer = str(workdir), tokenizer
+    c.mesh = dict(data=2, fsdp=2, tensor=2)
+    c.train.batch_size = 16
+    # One loss chunk a row and no accumulation: XLA counts a loop body once, so only then can its FLOP count be
+    # compared with the analytic one.
+    c.loss.chunk_size = c.data.max_length
+    for k, v in lora.items():
+        c.lora[k] = v
+    return c
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_the_plan_is_the_real_step(tmp_path, demo_tokenizer, lora_rank):
+    c = demo_config(tmp_path / "run", demo_tokenizer, **({"rank": lora_rank, "alpha": 8} if lora_rank else {}))
+    p = plan(c, device_target(8, 16, 197), mfu=0.4)
+
+    # The real run: its model, optimizer state and one real batch, on the same 8 devices.
+    rt = assemble.runtime(c)
+    optimizer = assemble.optimizer(c)
+    state = assemble.train_state(rt, optimizer)
+    host = next(assemble.data_iterator(assemble.train_data(rt.config, rt.tokenizer, rt.task)))
+    from monitor_jax.train.step import jit_train_step
+
+    jitted = jit_train_step(assemble.train_step(rt, optimizer), state, rt.mesh, host, rt.rules, rt.frozen)
+    batch = global_batch(host, rt.mesh, rt.rules)
+    args = (state, batch) if rt.frozen is None else (state, batch, rt.frozen)
+    with jax.set_mesh(rt.mesh):
+        real = compiled_stats(jitted.lower(*args).compile())
+        new_state, metrics = jitted(*args)
+    assert np.isfinite(float(metrics["loss"]))
+
+    tr = p["train"]
+    assert tr["trained"] == bytes_per_device(new_state.params)
+    assert tr["optimizer"] == bytes_per_device(new_state.opt_state)
+    frozen = bytes_per_device(rt.frozen) if rt.frozen is not None else 0
+    assert tr["params"] == bytes_per_device(new_state.params) + frozen
+    for key in ("arguments", "outputs", "temporaries", "aliased"):
+        assert tr[key] == pytest.approx(getattr(real, key), rel=0.1), key
+    assert tr["fits"] and tr["largest_batch"] >= 16 and tr["largest_batch"] % 4 == 0
+    # The analytic count is what the compiled step computes, within 10%.
+    assert tr["flops"] * 8 == pytest.approx(real.flops * 8, rel=0.01)
+    assert tr["flops_analytic"] == pytest.approx(tr["flops"], rel=0.1)
+    assert tr["flops_needed"] <= tr["flops_analytic"]
+    text = report(p)
+    assert "FITS" in text and ("LoRA rank 4" if lora_rank else "full fine-tuning") in text
+
+
+def test_extrapolation_by_layers_and_the_largest_batch():
+    a = Stats(arguments=2, outputs=2, temporaries=12, aliased=2, peak=9, flops=10, bytes_accessed=1)
+    b = Stats(arguments=3, outputs=3, temporaries=10, aliased=3, peak=11, flops=20, bytes_accessed=2)
+    s = by_layers(a, b, 2, 4, 10)
+    assert (s.arguments, s.flops, s.peak) == (6, 50, 17)
+    # The total grows with the peak (1 a layer), from the 2-layer total of 14, not with the temporaries.
+    assert s.total == 14 + 8 and s.temporaries == s.total - s.arguments - s.outputs + s.aliased
+    # 1.25 a row and nothing fixed: 36 rows fill 45; 0 when not even one multiple fits.
+    assert largest_batch(10, 20, 8, 16, 45, 4) == 36 and largest_batch(10, 20, 8, 16, 45, 7) == 35
+    assert largest_batch(10, 20, 8, 16, 4, 4) == 0
+
+
+def _cli(*args, env=None):
+    env = dict(os.environ if env is None else env)
+    env.pop("XLA_FLAGS", None)     # the command restarts itself with the simulated devices it needs
+    return subprocess.run([sys.executable, "-m", "monitor_jax.main", "plan", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_plan_command_for_a_gpu_node(tmp_path):
+    out = tmp_path / "plan.json"
+    proc = _cli("--config=configs/demo.py", f"--config.workdir={tmp_path / 'run'}", "--devices=8", "--hbm_gib=80",
+                "--peak_tflops=989", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p = json.loads(out.read_text())
+    assert p["devices"] == 8 and p["hbm"] == 80 * 2**30 and p["train"]["fits"] and p["score"]["fits"]
+    assert "XLA CPU on simulated devices" in proc.stdout and "train step, batch" in proc.stdout
+    assert not (tmp_path / "run").exists()        # plan writes nothing but --output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topology=v5e-7"], "--topology='v5e-7': not a v5e slice size; known: v5e-1, v5e-4"),
+    (["--topology=a100-8"], "expected a Cloud TPU slice name such as v5e-64"),
+    ([], "plan needs a target: --topology=v5e-64"),
+    (["--devices=8"], "--devices needs --hbm_gib > 0"),
+])
+def test_plan_without_a_valid_target_is_one_line_and_exit_2(args, message):
+    proc = _cli("--config=configs/demo.py", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_slice_shapes():
+    assert slice_shape("v5e-64")[2] == (8, 8) and slice_shape("v5p-128")[2] == (4, 4, 4)
+    assert slice_shape("v4-32")[2] == (2, 2, 4) and slice_shape("v6e-8")[2] == (2, 4)
