@@ -14,6 +14,7 @@ mask is passed between layers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -24,6 +25,19 @@ from monitor_jax.model.answer import Unembedding
 from monitor_jax.model.attention import KERNELS, MaskInfo, cached_attention
 from monitor_jax.model.config import ModelConfig, rope_inv_freq
 from monitor_jax.parallel.sharding import constrain
+
+def _remat_block(block: nnx.Module, remat: str):
+    """block(x, sin, cos, info)[0] under jax.checkpoint, its state an explicit argument. A block changes no
+    state when it runs, so nothing flows back, and jax.checkpoint needs none of nnx.remat's bookkeeping, which
+    failed on a LoRA model ("Cannot mutate Param from a different trace level": the frozen base and the trained
+    adapters are merged from two trace levels)."""
+    graphdef, state = nnx.split(block)
+
+    def body(state, x_BxTxD, sin, cos, info):
+        return nnx.merge(graphdef, state)(x_BxTxD, sin, cos, info)[0]
+
+    return functools.partial(jax.checkpoint(body, policy=_REMAT[remat]), state)
+
 
 _REMAT = {
     "full": None,
@@ -309,8 +323,7 @@ class Transformer(nnx.Module):
             if cache is not None:
                 x_BxTxD, kv = block(x_BxTxD, sin, cos, info, (cache.keys[i], cache.values[i]), end)
             elif cfg.remat != "none" and not keep_kv:   # training: rematerialise, keep nothing
-                x_BxTxD, kv = nnx.remat(lambda b, *a: b(*a)[0], policy=_REMAT[cfg.remat])(
-                    block, x_BxTxD, sin, cos, info), None
+                x_BxTxD, kv = _remat_block(block, cfg.remat)(x_BxTxD, sin, cos, info), None
             else:
                 x_BxTxD, kv = block(x_BxTxD, sin, cos, info)
             kvs.append(kv)
