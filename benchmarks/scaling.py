@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,10 @@ def plan_cell(model: str, target: str, mode: str, out: Path) -> dict | str:
                f"--config.model.hf_path=configs/models/{model}", *where, *MODES[mode], f"--output={path}"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:
-            return ([line for line in proc.stderr.splitlines() if line.startswith("error:")] or ["failed"])[-1]
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            errors = [line for line in lines if line.startswith("error:")]
+            raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception): ", line)]   # a traceback's
+            return (errors or raised or ["failed"])[-1]
     return json.loads(path.read_text())
 
 

@@ -26,6 +26,14 @@ def pytest_configure(config):
     assert jax.device_count() == 8, f"tests expect 8 simulated CPU devices, got {jax.devices()}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a slow end-to-end test run first, each module kept together (its module fixtures are
+    built once): xdist hands tests out in this order, and a 3-minute test handed out last leaves the other
+    worker idle while it runs."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 @pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory):
     """family -> directory of a tiny random-init checkpoint written by transformers."""
