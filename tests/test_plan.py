@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from monitor_jax import assemble
-from monitor_jax.commands.plan import plan, report
+from monitor_jax.commands.plan import _row_check, plan, report
 from monitor_jax.parallel.multihost import global_batch
 from monitor_jax.parallel.planner import Stats, by_layers, bytes_per_device, compiled_stats, largest_batch
 from monitor_jax.parallel.topology import device_target, slice_shape
@@ -67,6 +67,8 @@ def test_the_plan_is_the_real_step(tmp_path, demo_tokenizer, lora_rank):
     assert tr["flops_needed"] <= tr["flops_analytic"]
     text = report(p)
     assert "FITS" in text and ("LoRA rank 4" if lora_rank else "full fine-tuning") in text
+    # The real step's memory grows with the batch at least by the layers' saved inputs: no warning.
+    assert tr["per_row"] >= tr["row_floor"] > 0 and "WARNING" not in text
 
 
 def test_extrapolation_by_layers_and_the_largest_batch():
@@ -114,3 +116,13 @@ def test_plan_without_a_valid_target_is_one_line_and_exit_2(args, message):
 def test_slice_shapes():
     assert slice_shape("v5e-64")[2] == (8, 8) and slice_shape("v5p-128")[2] == (4, 4, 4)
     assert slice_shape("v4-32")[2] == (2, 2, 4) and slice_shape("v6e-8")[2] == (2, 4)
+
+
+def test_a_largest_batch_from_memory_that_barely_grew_is_flagged():
+    """Qwen3-8B LoRA on v5e-64 at 2 layers measured 2.52, 2.52 and 2.58 GiB at 1, 2 and 4 rows a chip (the peak
+    set by the vocabulary tables): a largest batch read off that line is an overestimate, and says so."""
+    (line,) = _row_check(dict(per_row=4.9e6, row_floor=9.4e6), 64)
+    assert line.startswith("  WARNING: the largest batch is an overestimate: memory grew 4.7 MiB a row between 64 "
+                           "and 128, less than the 9.0 MiB a row")
+    assert _row_check(dict(per_row=2e7, row_floor=9.4e6), 64) == []
+    assert _row_check(dict(per_row=0.0), 64) == []       # the scorer: no backward pass, no floor

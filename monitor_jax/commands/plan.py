@@ -196,9 +196,17 @@ def _figures(stats: Stats | str, stats2: Stats | str | None, batch: int, hbm: in
     figures = dict(dataclasses.asdict(stats), total=stats.total, fits=stats.total <= hbm, refused="")
     if isinstance(stats2, Stats):
         figures["largest_batch"] = largest_batch(stats.total, stats2.total, batch, 2 * batch, hbm, multiple)
+        figures["per_row"] = (stats2.total - stats.total) / batch
     else:    # 2 x batch was refused: the largest batch lies between the two
         figures["largest_batch"] = batch if figures["fits"] else 0
     return figures
+
+
+def _saved_inputs_per_row(cfg: ModelConfig, length: int, split: int) -> float:
+    """Bytes a device needs for one more row of the batch at least: every layer keeps its input ([T, D] in the
+    compute dtype) for the backward pass, even under full remat; the batch is split over `split` devices (times
+    the gradient-accumulation steps, which hold one micro-batch at a time)."""
+    return cfg.num_layers * length * cfg.embed_dim * np.dtype(cfg.dtype).itemsize / split
 
 
 def _label_positions(c, batch_size: int) -> tuple[float, float]:
@@ -290,6 +298,7 @@ def plan(c, target: Target, mfu: float) -> dict:
         train=dict(params=bytes_per_device(params) + (bytes_per_device(frozen) if frozen is not None else 0),
                    trained=bytes_per_device(params), optimizer=bytes_per_device(opt_state),
                    gradients=bytes_per_device(params), **_figures(train, train2, b, hbm, multiple),
+                   row_floor=_saved_inputs_per_row(cfg, t, split * c.loss.grad_accum),
                    flops_analytic=computed.total / n, flops_needed=needed.total / n,
                    step_s_at_peak=computed.total / n / target.peak_flops,
                    step_s_at_mfu=computed.total / n / (target.peak_flops * mfu)),
@@ -321,7 +330,19 @@ def _memory(fig: dict, batch: int, hbm: float) -> list[str]:
             f"  total               {_bytes(fig['total'])} of {_bytes(hbm)}: {verdict} "
             f"({100 * fig['total'] / hbm:.0f}%)",
             f"  largest batch that fits  {fig['largest_batch']} (memory linear in the batch between {batch} and "
-            f"{2 * batch}, measured)"]
+            f"{2 * batch}, measured)", *_row_check(fig, batch)]
+
+
+def _row_check(fig: dict, batch: int) -> list[str]:
+    """A warning where the measured memory grew less a row than the layers' saved inputs alone need: the peak
+    at the compiled depths was set by a batch-independent buffer, and the largest batch (and a by-layer total)
+    is then too optimistic (docs/scaling.md)."""
+    grown = fig.get("per_row")
+    if not fig.get("row_floor") or grown is None or grown >= fig["row_floor"]:
+        return []
+    return [f"  WARNING: the largest batch is an overestimate: memory grew {_bytes(grown)} a row between {batch} "
+            f"and {2 * batch}, less than the {_bytes(fig['row_floor'])} a row the layers' saved inputs alone need "
+            f"(the compiled peak is set by a buffer the batch does not change; docs/scaling.md)"]
 
 
 def report(p: dict) -> str:
