@@ -1,12 +1,12 @@
 """Plans at the sizes monitors are trained: does each model fit each slice, full fine-tuning and LoRA?
 
-    python -m benchmarks.scaling [--cells qwen3-8b:v5e-64:full,...] [--out DIR]
+    python -m benchmarks.scaling [--cells qwen3-8b:v5e-64:full,...] [--out DIR] [--jobs 2]
     python -m benchmarks.scaling --all [--models ...] [--targets ...] [--modes full,lora]   # every combination
 
 Each cell is one `plan` command (configs/scale.py: batch 64 x length 2048, FSDP over every device, full remat;
 full fine-tuning with float32 parameters computing in bfloat16, LoRA rank 16 on a bfloat16 base), run as its own
 process with --output=DIR/MODEL.TARGET.MODE.json; a cell whose JSON is there is not planned again (delete it to
-redo). TPU targets need libtpu (`pip install -e '.[tpu]'`); GPU nodes compile on simulated CPU devices.
+redo); --jobs plans that many cells at once (a compile uses about one core). TPU targets need libtpu (`pip install -e '.[tpu]'`); GPU nodes compile on simulated CPU devices.
 The default cells are the questions docs/scaling.md answers (each
 deep-model cell compiles 8 programs, about a minute each with the TPU compiler on 2 cores; --all is 40 cells).
 Prints a markdown table per device: parameters + optimizer state, XLA's total, fit, largest batch, step time
@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +58,11 @@ def row(model: str, target: str, mode: str, p: dict | str) -> str:
     if tr["refused"]:
         return (f"| {model} | {target} | {mode} | {state:.1f} | refused by the compiler | no | 0 | "
                 f"{tr['step_s_at_mfu']:.2f} | {scorer} |")
-    return (f"| {model} | {target} | {mode} | {state:.1f} | {tr['total'] / GIB:.1f} of {p['hbm'] / GIB:.0f} | "
-            f"{'yes' if tr['fits'] else 'no'} | {tr['largest_batch']} | {tr['step_s_at_mfu']:.2f} | {scorer} |")
+    # a star: the memory grew less than the layers' saved inputs need, a row or a layer, and was grown by those
+    star = "*" if tr.get("per_row_measured", 0) < tr.get("row_floor", 0) else ""
+    depth = "*" if "a lower bound" in p["depth"] else ""
+    return (f"| {model} | {target} | {mode} | {state:.1f} | {tr['total'] / GIB:.1f}{depth} of {p['hbm'] / GIB:.0f} | "
+            f"{'yes' if tr['fits'] else 'no'} | {tr['largest_batch']}{star} | {tr['step_s_at_mfu']:.2f} | {scorer} |")
 
 
 def main():
@@ -69,6 +73,7 @@ def main():
     ap.add_argument("--targets", default="v5e-8,v5e-64,v5p-128,h100x8,h200x8")
     ap.add_argument("--modes", default="full,lora")
     ap.add_argument("--out", default="runs/scaling")
+    ap.add_argument("--jobs", type=int, default=1, help="cells planned at once (a plan compiles on about one core)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +84,10 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     cells = ([(m, t, mode) for m in args.models.split(",") for t in args.targets.split(",")
               for mode in args.modes.split(",")] if args.all else [tuple(x.split(":")) for x in args.cells.split(",")])
-    for model, target, mode in cells:
-        print(row(model, target, mode, plan_cell(model, target, mode, out)), flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:     # rows printed in order, as their cells finish
+        plans = pool.map(lambda cell: plan_cell(*cell, out), cells)
+        for (model, target, mode), p in zip(cells, plans):
+            print(row(model, target, mode, p), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ The config's train step (full fine-tuning or LoRA, its dtypes, remat, mesh, batc
 are compiled over the target's devices from abstract shapes (no weights are read: a model directory needs only
 its config.json). A TPU slice compiles with the TPU compiler on libtpu's abstract topology; GPUs and CPUs
 compile on simulated CPU devices, which approximates the target's compiler. A model of more than
-PLAN_LAYERS_MAX layers is compiled at two smaller depths and extrapolated by layer (said in the output).
+PLAN_LAYERS_MAX layers is compiled at two smaller depths and extrapolated by layer (said in the output), unless
+--full_depth asks for every layer (exact, and slow: minutes a compile for an 8B model).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from monitor_jax.model.transformer import Transformer
 from monitor_jax.parallel.mesh import batch_split, make_mesh
 from monitor_jax.parallel.multihost import batch_sharding
 from monitor_jax.parallel.planner import (DoesNotFit, Stats, abstract, by_layers, bytes_per_device, compile_or_report,
-                                          compiled_stats, largest_batch)
+                                          compiled_stats, largest_batch, search_largest_batch)
 from monitor_jax.parallel.topology import GIB, Target, device_target, tpu_target
 from monitor_jax.data.mixing import optax_schedule
 from monitor_jax.train.step import TrainState, jit_train_step, make_train_step, opt_state_shardings
@@ -168,45 +169,57 @@ def _depths(cfg: ModelConfig) -> tuple[int, int] | None:
     return (small, 2 * small) if 2 * small < cfg.num_layers else None
 
 
-def measure(compile_fn, cfg: ModelConfig) -> tuple[Stats, str]:
-    """compile_fn(cfg) -> compiled; its Stats at full depth, or extrapolated from two depths (and how)."""
-    depths = _depths(cfg)
+def measure(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
+            full_depth: bool = False) -> tuple[Stats, str]:
+    """compile_fn(cfg) -> compiled; its Stats at full depth, or extrapolated from two depths (and how).
+    `saved_per_layer`: the bytes a device keeps a layer for the backward pass at least (planner.by_layers)."""
+    depths = None if full_depth else _depths(cfg)
     if depths is None:
         return compiled_stats(compile_fn(cfg)), f"compiled with all {cfg.num_layers} layers"
     la, lb = depths
     a = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=la, layer_types=cfg.layer_types[:la])))
     b = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=lb, layer_types=cfg.layer_types[:lb])))
-    return by_layers(a, b, la, lb, cfg.num_layers), (f"compiled with {la} and {lb} of {cfg.num_layers} layers and "
-                                                     f"extrapolated by layer")
+    stats, floored = by_layers(a, b, la, lb, cfg.num_layers, saved_per_layer)
+    how = f"compiled with {la} and {lb} of {cfg.num_layers} layers and extrapolated by layer"
+    if floored:
+        how += (f" (the peak grew less a layer than a layer's arguments and saved input: it was set by a buffer the "
+                f"depth does not change, so the total grows by those instead, a lower bound; --full_depth "
+                f"compiles every layer)")
+    return stats, how
 
 
-def _measure_or_refusal(compile_fn, cfg: ModelConfig) -> tuple[Stats | str, str]:
+def _measure_or_refusal(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
+                        full_depth: bool = False) -> tuple[Stats | str, str]:
     """measure(), or the target compiler's out-of-memory refusal (a str) where it refused the program."""
     try:
-        return measure(compile_fn, cfg)
+        return measure(compile_fn, cfg, saved_per_layer, full_depth)
     except DoesNotFit as e:
         return str(e), ""
 
 
-def _figures(stats: Stats | str, stats2: Stats | str | None, batch: int, hbm: int, multiple: int) -> dict:
-    """A program's memory figures at `batch` and the largest batch that fits, from the measurement at 2 x batch;
-    where the compiler refused the program, its reason instead (and no figures)."""
+def _figures(stats: Stats | str, stats2: Stats | str | None, batch: int, hbm: int, multiple: int,
+             row_floor: float = 0.0) -> dict:
+    """A program's memory figures at `batch` and the largest batch that fits, from the measurement at 2 x batch
+    (growing at least `row_floor` a row); where the compiler refused the program, its reason instead."""
     if isinstance(stats, str):
         return dict(refused=stats, total=None, fits=False, largest_batch=None, flops=None)
-    figures = dict(dataclasses.asdict(stats), total=stats.total, fits=stats.total <= hbm, refused="")
+    figures = dict(dataclasses.asdict(stats), total=stats.total, fits=stats.total <= hbm, refused="",
+                   row_floor=row_floor)
     if isinstance(stats2, Stats):
-        figures["largest_batch"] = largest_batch(stats.total, stats2.total, batch, 2 * batch, hbm, multiple)
-        figures["per_row"] = (stats2.total - stats.total) / batch
+        measured = (stats2.total - stats.total) / batch
+        figures.update(per_row_measured=measured, per_row=max(measured, row_floor),
+                       largest_batch=largest_batch(stats.total, stats2.total, batch, 2 * batch, hbm, multiple,
+                                                   row_floor))
     else:    # 2 x batch was refused: the largest batch lies between the two
         figures["largest_batch"] = batch if figures["fits"] else 0
     return figures
 
 
-def _saved_inputs_per_row(cfg: ModelConfig, length: int, split: int) -> float:
-    """Bytes a device needs for one more row of the batch at least: every layer keeps its input ([T, D] in the
-    compute dtype) for the backward pass, even under full remat; the batch is split over `split` devices (times
-    the gradient-accumulation steps, which hold one micro-batch at a time)."""
-    return cfg.num_layers * length * cfg.embed_dim * np.dtype(cfg.dtype).itemsize / split
+def _saved_input_bytes(cfg: ModelConfig, rows: float, length: int, split: int) -> float:
+    """Bytes a device keeps a layer for the backward pass at least, for `rows` rows of the batch: every layer
+    keeps its input ([T, D] a row in the compute dtype), even under full remat; the batch is split over `split`
+    devices (times the gradient-accumulation steps, which hold one micro-batch at a time)."""
+    return rows * length * cfg.embed_dim * np.dtype(cfg.dtype).itemsize / split
 
 
 def _label_positions(c, batch_size: int) -> tuple[float, float]:
@@ -255,7 +268,7 @@ def _simulate_devices(n: int) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "monitor_jax.main", *sys.argv[1:]], env)
 
 
-def plan(c, target: Target, mfu: float) -> dict:
+def plan(c, target: Target, mfu: float, full_depth: bool = False) -> dict:
     """Every figure of the plan (per device), as a dict; `report` prints it."""
     validate(c, target.num_devices)
     mesh = make_mesh(**dict(c.mesh), devices=list(target.devices))
@@ -270,13 +283,35 @@ def plan(c, target: Target, mfu: float) -> dict:
     optimizer = assemble.optimizer(c)
     opt_state = abstract(jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params, mesh))
 
-    train, how = _measure_or_refusal(lambda m: compile_train(c, m, mesh, b)[0], cfg)
-    train2, _ = _measure_or_refusal(lambda m: compile_train(c, m, mesh, 2 * b)[0], cfg) if train else (None, "")
+    # The train step keeps every layer's input for the backward pass: per layer at b and 2b rows, and per row
+    # over all layers, the least its memory can grow (the extrapolations never grow less).
+    split_accum = split * c.loss.grad_accum
+
+    def train_at(batch: int) -> tuple[Stats | str, str]:
+        return _measure_or_refusal(lambda m: compile_train(c, m, mesh, batch)[0], cfg,
+                                   _saved_input_bytes(cfg, batch, t, split_accum), full_depth)
+
+    train, how = train_at(b)
+    train2 = train_at(2 * b)[0] if isinstance(train, Stats) else None
+    row_floor = cfg.num_layers * _saved_input_bytes(cfg, 1, t, split_accum)
+    train_figures = _figures(train, train2, b, target.hbm_bytes, multiple, row_floor)
+    if train_figures["largest_batch"] is not None:     # the line's estimate compiled, and corrected until it fits
+        def total_at(batch):
+            stats = train_at(batch)[0]
+            return stats.total if isinstance(stats, Stats) else None
+
+        estimate = train_figures["largest_batch"]
+        measured = {k: (v.total if isinstance(v, Stats) else None) for k, v in ((b, train), (2 * b, train2))}
+        largest, totals = search_largest_batch(total_at, measured, estimate, target.hbm_bytes, multiple,
+                                               row_floor)
+        train_figures.update(largest_batch=largest, largest_estimate=estimate,
+                             batches_compiled=[[k, totals[k]] for k in sorted(totals)])
     e = c.eval
     score_len = max(e.buckets)
-    score, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, e.batch_size, score_len)[0], cfg)
-    score2, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, 2 * e.batch_size, score_len)[0], cfg) \
-        if score else (None, "")
+    score, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, e.batch_size, score_len)[0], cfg,
+                                   full_depth=full_depth)
+    score2, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, 2 * e.batch_size, score_len)[0], cfg,
+                                    full_depth=full_depth) if score else (None, "")
 
     labels, instruction_rows = _label_positions(c, b)
     targets = tuple(lc.targets.split()) if lc.rank else ()
@@ -297,8 +332,7 @@ def plan(c, target: Target, mfu: float) -> dict:
         mesh=dict(mesh.shape), batch=b, length=t, grad_accum=c.loss.grad_accum,
         train=dict(params=bytes_per_device(params) + (bytes_per_device(frozen) if frozen is not None else 0),
                    trained=bytes_per_device(params), optimizer=bytes_per_device(opt_state),
-                   gradients=bytes_per_device(params), **_figures(train, train2, b, hbm, multiple),
-                   row_floor=_saved_inputs_per_row(cfg, t, split * c.loss.grad_accum),
+                   gradients=bytes_per_device(params), **train_figures,
                    flops_analytic=computed.total / n, flops_needed=needed.total / n,
                    step_s_at_peak=computed.total / n / target.peak_flops,
                    step_s_at_mfu=computed.total / n / (target.peak_flops * mfu)),
@@ -329,20 +363,31 @@ def _memory(fig: dict, batch: int, hbm: float) -> list[str]:
             f"  temporaries         {_bytes(fig['temporaries'])}   XLA peak {_bytes(fig['peak'])}",
             f"  total               {_bytes(fig['total'])} of {_bytes(hbm)}: {verdict} "
             f"({100 * fig['total'] / hbm:.0f}%)",
-            f"  largest batch that fits  {fig['largest_batch']} (memory linear in the batch between {batch} and "
-            f"{2 * batch}, measured)", *_row_check(fig, batch)]
+            f"  largest batch that fits  {fig['largest_batch']} ({_growth(fig, batch)})", *_searched(fig, hbm)]
 
 
-def _row_check(fig: dict, batch: int) -> list[str]:
-    """A warning where the measured memory grew less a row than the layers' saved inputs alone need: the peak
-    at the compiled depths was set by a batch-independent buffer, and the largest batch (and a by-layer total)
-    is then too optimistic (docs/scaling.md)."""
-    grown = fig.get("per_row")
-    if not fig.get("row_floor") or grown is None or grown >= fig["row_floor"]:
+def _searched(fig: dict, hbm: float) -> list[str]:
+    """The batches compiled on the way to the largest batch, where its estimate was checked (train step)."""
+    compiled = fig.get("batches_compiled")
+    if not compiled:
         return []
-    return [f"  WARNING: the largest batch is an overestimate: memory grew {_bytes(grown)} a row between {batch} "
-            f"and {2 * batch}, less than the {_bytes(fig['row_floor'])} a row the layers' saved inputs alone need "
-            f"(the compiled peak is set by a buffer the batch does not change; docs/scaling.md)"]
+    shown = ", ".join(f"{k}: {'refused' if v is None else _bytes(v)}" + ("" if v is not None and v <= hbm else
+                                                                          " (no)") for k, v in compiled)
+    return [f"  batches compiled     {shown}; the line's estimate was {fig['largest_estimate']}"]
+
+
+def _growth(fig: dict, batch: int) -> str:
+    """How the largest batch was found: the measured growth a row, or the layers' saved inputs where the
+    measured memory grew less (its peak then sits where a buffer the batch does not change is live, and the
+    line through it would promise rows that cannot fit; docs/scaling.md)."""
+    measured = fig.get("per_row_measured")
+    if measured is None:
+        return f"{2 * batch} rows were refused"
+    if measured >= fig["row_floor"] or not fig["row_floor"]:
+        return f"memory linear in the batch between {batch} and {2 * batch}, measured: {_bytes(measured)} a row"
+    return (f"memory grew {_bytes(measured)} a row between {batch} and {2 * batch}, less than the "
+            f"{_bytes(fig['row_floor'])} a row the layers' saved inputs need: grown by those, a conservative "
+            f"estimate")
 
 
 def report(p: dict) -> str:
@@ -382,7 +427,7 @@ def report(p: dict) -> str:
 
 
 def run(config, flags) -> int:
-    p = plan(config, target_from_flags(flags), flags.mfu)
+    p = plan(config, target_from_flags(flags), flags.mfu, flags.full_depth)
     if jax.process_index() == 0:
         print(report(p))
         if flags.output:

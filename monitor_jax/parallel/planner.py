@@ -3,8 +3,10 @@
     abstract(tree, shardings)     ShapeDtypeStructs that carry their shardings (nothing allocated)
     bytes_per_device(tree)        the bytes one device holds of a tree of sharded arrays or abstract values
     compiled_stats(compiled)      arguments, outputs, temporaries, aliases, peak, FLOPs, bytes accessed
-    by_layers(a, b, la, lb, n)    a figure measured at la and lb layers, extrapolated to n (linear in layers)
+    by_layers(a, b, la, lb, n)    a figure measured at la and lb layers, extrapolated to n (linear in layers,
+                                  growing at least by what a layer must hold)
     largest_batch(...)            the largest batch under a memory limit, from two measured batch sizes
+    search_largest_batch(...)     that estimate compiled, and corrected by secant until a compiled batch fits
 
 On TPU the compiled memory's `temp_size_in_bytes` can read 0 while `peak_memory_in_bytes` does not, so the total
 is max(peak, arguments + outputs + temporaries - aliases), as MaxText's train_compile reports it. Compiled on
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 from flax import nnx
@@ -87,30 +89,81 @@ def compiled_stats(compiled) -> Stats:
                  float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0)))
 
 
-def by_layers(a: Stats, b: Stats, layers_a: int, layers_b: int, layers: int) -> Stats:
+def by_layers(a: Stats, b: Stats, layers_a: int, layers_b: int, layers: int,
+              saved_per_layer: float = 0.0) -> tuple[Stats, bool]:
     """Figures measured with `layers_a` < `layers_b` layers, extrapolated linearly to `layers`: every layer adds
-    its parameters, their optimizer state and gradients, its saved activations and its FLOPs.
+    its parameters, their optimizer state and gradients, its saved activations and its FLOPs. Also returns
+    whether the total's growth was raised to its floor (below).
 
-    The total grows by the per-layer growth of XLA's peak where the backend reports one: the TPU compiler's
-    temporaries are not linear in depth (near the memory limit it rematerialises more, and 4 layers measured
-    fewer temporaries than 2 for Qwen3-8B on v5e-8), while its peak is (9.43, 11.65, 13.87 GiB at 2, 4, 6
-    layers). The temporaries shown are then what the extrapolated total leaves for them."""
+    The total grows by the larger of the per-layer growths of the total and of XLA's peak, and at least by what
+    a layer must hold (below). The TPU compiler's temporaries are not linear in depth (near the memory limit it
+    rematerialises more, and 4 layers measured fewer temporaries than 2 for Qwen3-8B on v5e-8) while its peak
+    is (9.43, 11.65, 13.87 GiB at 2, 4, 6 layers); the CPU compiler's "peak" is its arguments alone, and its
+    temporaries are linear (the demo at 12 layers: 19.7, 31.9, 44.1, 56.3 MiB at 2, 4, 6, 8 layers, 80.7 at
+    12). The temporaries shown are what the extrapolated total leaves for them.
+
+    A peak is a maximum over the program, not a sum: at a small depth it can sit where a buffer the depth does
+    not change is live (Qwen3-8B LoRA on v5e-64: the gathered vocabulary tables), and then grows less a layer
+    than a layer adds at the deepest point of the backward pass, where every layer's arguments and
+    `saved_per_layer` (its input kept for the backward pass, in bytes a device) are live at once. The growth is
+    at least that, so the extrapolation never falls below it."""
     fields = [f.name for f in dataclasses.fields(Stats)]
     per_layer = {k: (getattr(b, k) - getattr(a, k)) / (layers_b - layers_a) for k in fields}
     out = {k: getattr(a, k) + per_layer[k] * (layers - layers_a) for k in fields}
-    growth = per_layer["peak"] if a.peak > 0 and b.peak > 0 else (b.total - a.total) / (layers_b - layers_a)
-    total = a.total + growth * (layers - layers_a)
+    growth = max(per_layer["peak"], (b.total - a.total) / (layers_b - layers_a))
+    floor = per_layer["arguments"] + saved_per_layer
+    floored = growth < floor
+    total = a.total + max(growth, floor) * (layers - layers_a)
     out["temporaries"] = total - out["arguments"] - out["outputs"] + out["aliased"]
-    return Stats(**out)
+    return Stats(**out), floored
 
 
 def largest_batch(total_small: float, total_large: float, batch_small: int, batch_large: int, limit: float,
-                  multiple: int) -> int:
+                  multiple: int, min_per_row: float = 0.0) -> int:
     """The largest batch (a multiple of `multiple`) whose memory, linear in the batch through the two measured
-    points, stays under `limit`; 0 when not even `multiple` rows fit."""
-    per_row = (total_large - total_small) / (batch_large - batch_small)
+    points and growing at least `min_per_row` a row from the smaller one, stays under `limit`; 0 when not even
+    `multiple` rows fit."""
+    per_row = max((total_large - total_small) / (batch_large - batch_small), min_per_row)
     fixed = total_small - per_row * batch_small
     if per_row <= 0:
         return batch_large if total_large <= limit else 0
     rows = int((limit - fixed) // per_row)
     return max(rows // multiple * multiple, 0)
+
+
+def search_largest_batch(total_at: Callable[[int], float | None], measured: dict[int, float | None],
+                         candidate: int, limit: float, multiple: int, min_per_row: float = 0.0,
+                         rounds: int = 4) -> tuple[int, dict[int, float | None]]:
+    """The largest batch whose compiled total (`total_at(batch)`: bytes, or None where the compiler refused
+    it) stays under `limit`, starting from `candidate` (largest_batch's line) and the totals already
+    `measured`; returns it and every total measured (the batches around the answer show how sure it is).
+
+    A line through two small batches can promise rows that do not fit: where the peak at those batches is set
+    by a buffer the batch does not change (docs/scaling.md), the memory grows less a row there than it does
+    once the activations dominate. So the estimate is compiled; if it does not fit, the next candidate comes
+    from the secant through the two largest batches measured (growing at least `min_per_row` a row), within
+    the largest batch known to fit and the smallest known not to, at most `rounds` compiles."""
+    totals = dict(measured)
+
+    def fits(batch):
+        return totals[batch] is not None and totals[batch] <= limit
+
+    for _ in range(rounds):
+        best = max((b for b in totals if fits(b)), default=0)
+        failed = min((b for b in totals if not fits(b) and b > best), default=None)
+        if candidate <= best or (failed is not None and candidate >= failed):
+            candidate = (best + failed) // 2 // multiple * multiple if failed is not None else best
+        if candidate <= best or candidate in totals:
+            break
+        totals[candidate] = total_at(candidate)
+        if fits(candidate):
+            break
+        points = sorted((b, t) for b, t in totals.items() if t is not None)
+        if len(points) >= 2:
+            (b0, t0), (b1, t1) = points[-2:]
+            per_row = max((t1 - t0) / (b1 - b0), min_per_row)
+            anchor, at = max(((b, t) for b, t in points if t <= limit), default=(0, 0.0))
+            candidate = int(anchor + (limit - at) // per_row) // multiple * multiple if per_row > 0 else anchor
+        else:
+            candidate = 0
+    return max((b for b in totals if fits(b)), default=0), totals
