@@ -2,7 +2,7 @@
 import pytest
 
 from monitor_jax.errors import CheckpointError
-from monitor_jax.model.tokenizer import build_tokenizer, load_tokenizer
+from monitor_jax.model.tokenizer import build_tokenizer, load_tokenizer, unmark
 
 TEXTS = ["Is this request harmful? Answer Yes or No.", "The agent deleted the audit logs. Yes",
          "Summarise the article in one sentence. No"] * 30
@@ -20,7 +20,7 @@ def test_build_save_load_round_trip(tmp_path):
 
 def test_chat_template_and_assistant_mask(tmp_path):
     tok = build_tokenizer(tmp_path / "tok", TEXTS, vocab_size=320)
-    prompt = tok.chat([{"role": "user", "content": "Is this harmful?"}], add_generation_prompt=True)
+    prompt = unmark(tok.chat([{"role": "user", "content": "Is this harmful?"}], add_generation_prompt=True))[0]
     assert prompt == "<|im_start|>user\nIs this harmful?<|im_end|>\n<|im_start|>assistant\n"
     out = tok.hf.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Yes"}],
                                      tokenize=True, return_dict=True, return_assistant_tokens_mask=True)

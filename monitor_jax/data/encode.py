@@ -25,6 +25,7 @@ import numpy as np
 
 from monitor_jax.data.tasks import (NO_LABEL_IDS, ClassificationTask, InstructionTask, LabelIds, TaskError,
                                     resolve_label_ids)
+from monitor_jax.model.tokenizer import untrusted
 
 CLASSIFICATION, INSTRUCTION = 1, 0
 # transformers records {% generation %} spans on the compiled template, shared by
@@ -115,7 +116,7 @@ class ClassificationEncoder(HasLabelIds):
         if task.content_field not in task.fields:
             raise TaskError(f"task {task.name}: row {where} is {len(ids)} tokens > max_length={self.max_length} "
                             f"and content_field {task.content_field!r} is not in the prompt, so nothing may be cut")
-        content = tok.encode(str(row[task.content_field]))
+        content = tok.encode(untrusted(str(row[task.content_field])))
         drop = len(ids) - self.max_length
         while True:  # re-tokenisation at the cut can shift counts by a token or two
             keep = content[drop:] if task.truncate_side == "left" else content[:len(content) - drop]
@@ -143,7 +144,10 @@ class InstructionEncoder:
 
     def _ids_and_mask(self, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
         hf = self.tok.hf
-        if self.has_generation_markers:
+        # The template's own assistant mask tokenizes the whole render (control strings in content would become
+        # control tokens): used only where no content spells one.
+        if self.has_generation_markers and not any(self.tok.has_control_text(str(m.get("content", "")))
+                                                   for m in msgs):
             with _TEMPLATE_LOCK:
                 out = hf.apply_chat_template(msgs, tokenize=True, return_dict=True,
                                              return_assistant_tokens_mask=True)

@@ -20,6 +20,7 @@ from monitor_jax.data.encode import Encoded, HasLabelIds, classification_example
 from monitor_jax.data.tasks import ClassificationTask, TaskError, resolve_label_ids
 from monitor_jax.eval.writing import WritingEncoder
 from monitor_jax.generate.sampler import Generation
+from monitor_jax.model.tokenizer import untrusted
 
 # Tokens kept free in the largest scoring bucket beyond prompt + reasoning + marker: a marker re-tokenised
 # after the reasoning may take a token more than alone.
@@ -72,7 +73,7 @@ class ThinkingEncoder(WritingEncoder, HasLabelIds):
             while k < len(ids) and len(tok.decode(ids[:k + 1])) <= at:
                 k += 1
             reasoning_ids, reasoning = list(ids[:k]), text[:at]
-            forced = tok.encode(text[len(tok.decode(ids[:k])):at] + marker)
+            forced = tok.encode(untrusted(text[len(tok.decode(ids[:k])):at]) + marker)   # the model's text
             after = text[at + len(marker):].strip()
             free = (1 if after.startswith(self.task.positive.strip()) else
                     0 if after.startswith(self.task.negative.strip()) else -1)
