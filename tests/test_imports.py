@@ -10,7 +10,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "monitor_jax"
 
 LAYER = {"errors": 0, "settings": 0, "parallel": 0, "checkpoints": 0, "lease": 0, "model": 1, "data": 2, "generate": 3, "train": 4, "eval": 4,
-         "studies": 5, "config": 5, "assemble": 6, "runs": 6, "commands": 7, "main": 8}
+         "studies": 5, "config": 5, "assemble": 6, "runs": 6, "integrations": 7,
+         "commands": 7, "main": 8}
 
 
 def _module_name(path: Path) -> str:

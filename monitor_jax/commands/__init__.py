@@ -4,7 +4,8 @@ A new command is a new module here plus its name in COMMANDS; `monitor_jax.main`
 """
 import importlib
 
-COMMANDS = ("train", "eval", "score", "generate", "elicit", "sweep", "report", "export", "convert", "plan")
+COMMANDS = ("train", "eval", "score", "generate", "elicit", "sweep", "report", "export", "convert", "plan",
+            "score_logs")
 CONFIG_FREE = ("convert", "report")   # commands that run without --config
 
 

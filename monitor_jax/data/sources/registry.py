@@ -50,6 +50,12 @@ def _constructor(cls) -> Callable[[dict[str, Any], str], Source]:
     return lambda keys, data_root: cls(**keys)
 
 
+def _agents():
+    from monitor_jax.data.sources import agents     # the Inspect reader is imported only where used
+
+    return agents
+
+
 def _open_demo(keys: dict[str, Any], data_root: str) -> Source:
     """The demo suite's rows of a domain (or of the instruction set): `n` generated rows, a function of
     (domain, split, seed)."""
@@ -89,6 +95,11 @@ KINDS: dict[str, Kind] = {
     "tfds": Kind(_constructor(TfdsSource), ("name", "split"), ("data_dir", "fields", "required")),
     "rows": Kind(_constructor(ListSource), ("rows",), ("name",)),
     "demo": Kind(_open_demo, ("domain", "split"), ("n", "seed")),
+    "inspect": Kind(lambda keys, root: _agents().InspectSource(**keys), ("paths",),
+                    ("label", "tool_output_limit", "reasoning", "fence"),
+                    check=lambda keys, root: _agents().check_inspect_spec(**keys)),
+    "trajectories": Kind(lambda keys, root: _agents().TrajectorySource(**keys), ("paths",),
+                         ("labels", "tool_output_limit", "fence")),
     "research": Kind(_open_research, ("domain", "split"), ("n", "seed"), check=_check_research,
                      reads_data_root=True),
 }
