@@ -14,6 +14,7 @@ from monitor_jax.eval.metrics import tpr_at_fpr
 from tests.inspect_logs import write_logs
 
 REPO = Path(__file__).resolve().parents[1]
+CUT = 600
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,14 @@ def setup(tmp_path_factory, demo_tokenizer):
     root = tmp_path_factory.mktemp("ca")
     log = write_logs(root / "logs", n=8)
     config = root / "monitor.py"
-    # The demo's untrained model (its scores are arbitrary, but they are the model's): transcripts fit 4096 tokens.
+    # The demo's untrained model (its scores are arbitrary, but they are the model's): transcripts with tool
+    # outputs cut to CUT characters fit 2048 tokens.
     config.write_text(
         "import runpy\n"
         "def get_config():\n"
         f"    c = runpy.run_path({str(REPO / 'configs/demo.py')!r})['get_config']()\n"
         f"    c.workdir, c.model.tokenizer = {str(root / 'run')!r}, {demo_tokenizer!r}\n"
-        "    c.eval.buckets = (4096,)\n"
+        "    c.eval.buckets = (2048,)\n"
         "    return c\n")
     return root, log, config
 
@@ -42,7 +44,7 @@ def test_control_arena_scores_a_log_with_the_monitor_and_its_metrics_agree(setup
     from monitor_jax.integrations.monitor import TrainedMonitor
 
     root, log, config = setup
-    monitor = monitor_jax_monitor(config=str(config), checkpoint=None)
+    monitor = monitor_jax_monitor(config=str(config), checkpoint=None, tool_output_limit=CUT)
     # A log not written by ControlArena's solver records no tool-output limit for ControlArena's monitor view:
     # say there is none (the monitor renders and cuts tool outputs itself, as in training).
     original = read_eval_log(str(log))
@@ -54,7 +56,7 @@ def test_control_arena_scores_a_log_with_the_monitor_and_its_metrics_agree(setup
     write_eval_log(scored, str(by_control_arena))
 
     # The same monitor through our own post-hoc command's function: the same score on every sample.
-    counts = score_logs(TrainedMonitor(str(config), None), [str(log)], str(root / "ours"))
+    counts = score_logs(TrainedMonitor(str(config), None, tool_output_limit=CUT), [str(log)], str(root / "ours"))
     assert counts == dict(logs=1, samples=8, truncated=0)
     frames = {name: samples_df([str(root / name / log.name)]) for name in ("control_arena", "ours")}
     for df in frames.values():
