@@ -180,7 +180,9 @@ def measure(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
     a = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=la, layer_types=cfg.layer_types[:la])))
     b = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=lb, layer_types=cfg.layer_types[:lb])))
     stats, floored = by_layers(a, b, la, lb, cfg.num_layers, saved_per_layer)
-    how = f"compiled with {la} and {lb} of {cfg.num_layers} layers and extrapolated by layer"
+    how = (f"compiled with {la} and {lb} of {cfg.num_layers} layers and extrapolated by layer (an estimate: near the "
+           f"memory limit the whole program rematerialises more than shallow ones, so confirm a batch with "
+           f"--full_depth)")
     if floored:
         how += (f" (the peak grew less a layer than a layer's arguments and saved input: it was set by a buffer the "
                 f"depth does not change, so the total grows by those instead, a lower bound; --full_depth "
