@@ -71,6 +71,8 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
     flags.DEFINE_float("hbm_gib", 0.0, "plan --devices: memory of one device in GiB.", flag_values=flag_values)
     flags.DEFINE_float("peak_tflops", 0.0, "plan --devices: dense bf16 peak of one device in TFLOP/s.",
                        flag_values=flag_values)
+    flags.DEFINE_integer("search_rounds", 4, "plan: compiles of the largest batch's estimate, corrected until one fits "
+                         "(0: the estimate, not compiled).", flag_values=flag_values)
     flags.DEFINE_bool("full_depth", False, "plan: compile every layer instead of extrapolating a deep model from two "
                       "smaller depths (exact; minutes a compile for an 8B model).", flag_values=flag_values)
     flags.DEFINE_float("mfu", 0.4, "plan: the model FLOPs utilisation the step time assumes.", flag_values=flag_values)

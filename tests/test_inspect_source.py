@@ -68,3 +68,4 @@ def test_bad_logs_are_errors_naming_the_file(logs, tmp_path):
                 dst.writestr(item, data)
         with pytest.raises(DataError, match=f"{bad} sample s2 epoch 1: {error}"):
             open_source({"kind": "inspect", "paths": str(bad)})
+

@@ -38,7 +38,7 @@ def demo_config(workdir, tokenizer, **lora):
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_the_plan_is_the_real_step(tmp_path, demo_tokenizer, lora_rank):
     c = demo_config(tmp_path / "run", demo_tokenizer, **({"rank": lora_rank, "alpha": 8} if lora_rank else {}))
-    p = plan(c, device_target(8, 16, 197), mfu=0.4)
+    p = plan(c, device_target(8, 16, 197), mfu=0.4, search_rounds=1)
 
     # The real run: its model, optimizer state and one real batch, on the same 8 devices.
     rt = assemble.runtime(c)
@@ -63,6 +63,7 @@ def test_the_plan_is_the_real_step(tmp_path, demo_tokenizer, lora_rank):
     for key in ("arguments", "outputs", "temporaries", "aliased"):
         assert tr[key] == pytest.approx(getattr(real, key), rel=0.1), key
     assert tr["fits"] and tr["largest_batch"] >= 16 and tr["largest_batch"] % 4 == 0
+    assert tr["largest_estimate"] in [b for b, _ in tr["batches_compiled"]]     # the estimate was compiled
     # The analytic count is what the compiled step computes, within 10%.
     assert tr["flops"] * 8 == pytest.approx(real.flops * 8, rel=0.01)
     assert tr["flops_analytic"] == pytest.approx(tr["flops"], rel=0.1)
@@ -101,7 +102,7 @@ def _cli(*args, env=None):
 
 def test_plan_command_for_a_gpu_node(tmp_path):
     out = tmp_path / "plan.json"
-    proc = _cli("--config=configs/demo.py", f"--config.workdir={tmp_path / 'run'}", "--devices=8", "--hbm_gib=80",
+    proc = _cli("--config=configs/demo.py", f"--config.workdir={tmp_path / 'run'}", "--devices=8", "--search_rounds=0", "--hbm_gib=80",
                 "--peak_tflops=989", f"--output={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     p = json.loads(out.read_text())
@@ -153,8 +154,8 @@ def test_a_deep_model_extrapolated_by_layer_is_close_to_its_full_depth_compile(t
     c = demo_config(tmp_path / "run", demo_tokenizer)
     c.model.config = dict(c.model.config, num_layers=12)
     target = device_target(8, 16, 197)
-    deep = plan(c, target, mfu=0.4)
-    full = plan(c, target, mfu=0.4, full_depth=True)
+    deep = plan(c, target, mfu=0.4, search_rounds=0)
+    full = plan(c, target, mfu=0.4, full_depth=True, search_rounds=0)
     assert "compiled with 2 and 4 of 12 layers" in deep["depth"] and full["depth"] == "compiled with all 12 layers"
     for key in ("params", "optimizer", "arguments"):
         assert deep["train"][key] == pytest.approx(full["train"][key], rel=1e-6), key

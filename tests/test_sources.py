@@ -257,7 +257,8 @@ def test_open_source_factory(tmp_path):
     parquet = open_source({"kind": "parquet", "path": str(tmp_path / "train.parquet")})
     assert jsonl[3]["text"] == "prompt 3" and parquet[3] == ROWS[3]
     with pytest.raises(DataError, match=re.escape(
-            "source kind 'csv' is not one of ['demo', 'jsonl', 'parquet', 'research', 'rows', 'tfds']")):
+            "source kind 'csv' is not one of ['demo', 'inspect', 'jsonl', 'parquet', 'research', 'rows', 'tfds', "
+            "'trajectories']")):
         open_source({"kind": "csv", "path": "x.csv"})
     with pytest.raises(DataError, match=re.escape("a jsonl source needs path; ['fields', 'kind'] lacks ['path']")):
         open_source({"kind": "jsonl", "fields": {}})

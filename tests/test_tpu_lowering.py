@@ -88,7 +88,8 @@ def test_plan_command_for_a_v5e_8_slice(tmp_path):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "monitor_jax.main", "plan", "--config=configs/demo.py",
-                           f"--config.workdir={tmp_path / 'run'}", "--topology=v5e-8", f"--output={out}"],
+                           f"--config.workdir={tmp_path / 'run'}", "--topology=v5e-8", "--search_rounds=0",
+                           f"--output={out}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     p = json.loads(out.read_text())

@@ -270,7 +270,7 @@ def _simulate_devices(n: int) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "monitor_jax.main", *sys.argv[1:]], env)
 
 
-def plan(c, target: Target, mfu: float, full_depth: bool = False) -> dict:
+def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds: int = 4) -> dict:
     """Every figure of the plan (per device), as a dict; `report` prints it."""
     validate(c, target.num_devices)
     mesh = make_mesh(**dict(c.mesh), devices=list(target.devices))
@@ -297,7 +297,7 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False) -> dict:
     train2 = train_at(2 * b)[0] if isinstance(train, Stats) else None
     row_floor = cfg.num_layers * _saved_input_bytes(cfg, 1, t, split_accum)
     train_figures = _figures(train, train2, b, target.hbm_bytes, multiple, row_floor)
-    if train_figures["largest_batch"] is not None:     # the line's estimate compiled, and corrected until it fits
+    if train_figures["largest_batch"] is not None and search_rounds > 0:   # the estimate compiled, corrected
         def total_at(batch):
             stats = train_at(batch)[0]
             return stats.total if isinstance(stats, Stats) else None
@@ -305,7 +305,7 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False) -> dict:
         estimate = train_figures["largest_batch"]
         measured = {k: (v.total if isinstance(v, Stats) else None) for k, v in ((b, train), (2 * b, train2))}
         largest, totals = search_largest_batch(total_at, measured, estimate, target.hbm_bytes, multiple,
-                                               row_floor)
+                                               row_floor, rounds=search_rounds)
         train_figures.update(largest_batch=largest, largest_estimate=estimate,
                              batches_compiled=[[k, totals[k]] for k in sorted(totals)])
     e = c.eval
@@ -429,7 +429,7 @@ def report(p: dict) -> str:
 
 
 def run(config, flags) -> int:
-    p = plan(config, target_from_flags(flags), flags.mfu, flags.full_depth)
+    p = plan(config, target_from_flags(flags), flags.mfu, flags.full_depth, flags.search_rounds)
     if jax.process_index() == 0:
         print(report(p))
         if flags.output:
