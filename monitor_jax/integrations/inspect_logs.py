@@ -14,7 +14,7 @@ from typing import Sequence
 from inspect_ai.log import read_eval_log, write_eval_log
 from inspect_ai.scorer import Score
 
-from monitor_jax.data.sources.agents import LOG_SUFFIXES, find_files
+from monitor_jax.data.sources.agents import LOG_SUFFIXES, find_files, unreadable_log
 from monitor_jax.errors import ConfigError, DataError
 from monitor_jax.integrations.monitor import TrainedMonitor
 
@@ -40,8 +40,7 @@ def score_logs(monitor: TrainedMonitor, inputs: str | Sequence[str], output_dir:
         try:
             log = read_eval_log(str(path))
         except Exception as e:       # inspect_ai raises ValueError, zipfile.BadZipFile, pydantic errors, ...
-            raise DataError(f"{path}: not a readable Inspect log: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise unreadable_log(path, e) from None
         if not log.samples:
             raise DataError(f"{path}: the log holds no samples")
         wheres = [f"{path} sample {s.id} epoch {s.epoch}" for s in log.samples]

@@ -118,6 +118,12 @@ def check_label_place(place: str) -> None:
 
 
 # ------------------------------------------------------------------ Inspect logs
+def unreadable_log(path, error: Exception) -> DataError:
+    """The one error for a file inspect_ai cannot read as a log (also integrations/inspect_logs.py's)."""
+    return DataError(f"{path}: not a readable Inspect log: {type(error).__name__}: "
+                     f"{str(error).splitlines()[0] if str(error) else ''}")
+
+
 def read_inspect_rows(paths: str | Sequence[str], label: str, tool_output_limit: int = 4000,
                       reasoning: bool = False, fence: bool = True) -> list[dict[str, Any]]:
     """Rows of every sample (every epoch) of the logs `paths` names."""
@@ -130,11 +136,8 @@ def read_inspect_rows(paths: str | Sequence[str], label: str, tool_output_limit:
     for path in find_files(paths, LOG_SUFFIXES, "Inspect logs"):
         try:
             samples = list(read_eval_log_samples(str(path), all_samples_required=False))
-        except DataError:
-            raise
         except Exception as e:       # inspect_ai raises ValueError, zipfile.BadZipFile, pydantic errors, ...
-            raise DataError(f"{path}: not a readable Inspect log: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise unreadable_log(path, e) from None
         if not samples:
             raise DataError(f"{path}: the log holds no samples")
         for sample in samples:
