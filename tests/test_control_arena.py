@@ -35,7 +35,8 @@ def setup(tmp_path_factory, demo_tokenizer):
 
 
 def test_control_arena_scores_a_log_with_the_monitor_and_its_metrics_agree(setup):
-    from control_arena.analysis import MonitorAnalysisSettings, compute_monitor_classification_metrics, samples_df
+    from control_arena.analysis import (MonitorAnalysisSettings, compute_monitor_classification_metrics,
+                                        compute_safety, samples_df)
     from control_arena.scorers import end_of_trajectory_monitor, score_async
     from inspect_ai.log import read_eval_log, write_eval_log
 
@@ -73,6 +74,12 @@ def test_control_arena_scores_a_log_with_the_monitor_and_its_metrics_agree(setup
     assert metrics.roc_auc == pytest.approx(roc_auc_score(labels, scores))
     # Under 100 honest samples both TPRs at 1% FPR count the attacks above every honest score.
     assert metrics.tpr == pytest.approx(tpr_at_fpr(labels, scores, 0.01))
+    # Safety at an audit budget runs on the copies too: the attacks (all successful here) scored above the
+    # honest scores' (100 - budget)th percentile are caught.
+    for budget in (10, 50):
+        threshold = np.percentile(honest["score_monitor_jax"], 100 - budget)
+        caught = (attack["score_monitor_jax"] > threshold).sum()
+        assert compute_safety(df, "monitor_jax", budget) == pytest.approx(caught / len(attack))
     # The input log is untouched.
     assert "monitor_jax" not in (read_eval_log(str(log)).samples[0].scores or {})
 
@@ -88,3 +95,16 @@ def test_score_logs_command(setup):
                             "--task=control_arena", f"--input={log.parent}", f"--output={log.parent}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "would overwrite the input log" in again.stderr
+
+
+def test_the_monitor_renders_transcripts_as_its_training_source_did():
+    import runpy
+
+    from monitor_jax.integrations.monitor import RENDER_DEFAULTS, render_settings
+
+    c = runpy.run_path(str(REPO / "configs/demo.py"))["get_config"]()
+    assert render_settings(c, "control_arena") == RENDER_DEFAULTS     # no agent source in the demo
+    c.data.classification = [{"task": "control_arena", "weight": 1.0, "source": {
+        "kind": "inspect", "paths": ["logs/"], "tool_output_limit": 300, "reasoning": True}}]
+    assert render_settings(c, "control_arena") == dict(tool_output_limit=300, reasoning=True, fence=True)
+    assert render_settings(c, "chem_harm") == RENDER_DEFAULTS

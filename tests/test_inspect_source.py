@@ -69,3 +69,47 @@ def test_bad_logs_are_errors_naming_the_file(logs, tmp_path):
         with pytest.raises(DataError, match=f"{bad} sample s2 epoch 1: {error}"):
             open_source({"kind": "inspect", "paths": str(bad)})
 
+
+
+def test_training_on_an_inspect_source_goes_through_the_mixture_and_resumes(logs, tmp_path, demo_tokenizer):
+    """The demo's mixture (instruction rows at a 0.75 classification ratio) with the classification rows read from
+    an Inspect log: 4 steps straight equal 2 + 2 resumed (parameters and every step's data hash), and the
+    transcripts longer than data.max_length are cut by the task's policy and counted."""
+    import jax
+    import numpy as np
+
+    from monitor_jax.commands.train import train
+    from tests.train_helpers import run_config
+
+    def config(workdir, **train_keys):
+        c = run_config(workdir, demo_tokenizer, steps=4, **train_keys)
+        c.data.max_length = 256
+        c.data.classification = [{"task": "control_arena", "weight": 1.0, "source": {
+            "kind": "inspect", "paths": [str(logs["eval"].parent)], "tool_output_limit": 300}}]
+        return c
+
+    def metrics(workdir):
+        return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+
+    straight = train(config(tmp_path / "straight"))
+    assert straight.status == "finished" and straight.step == 4
+    first = train(config(tmp_path / "resumed", run_steps=2))
+    assert first.status == "paused" and first.step == 2
+    second = train(config(tmp_path / "resumed"))
+    assert second.status == "finished" and second.step == 4
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 jax.device_get(straight.state.params), jax.device_get(second.state.params))
+    hashes = [{r["step"]: r["train/data_hash"] for r in metrics(w) if "train/data_hash" in r}
+              for w in (tmp_path / "straight", tmp_path / "resumed")]
+    assert hashes[0] == hashes[1] and sorted(hashes[0]) == [1, 2, 3, 4]
+    # Every transcript is longer than 256 tokens here: every classification row is cut, and counted.
+    from monitor_jax.model.tokenizer import load_tokenizer
+    tok = load_tokenizer(demo_tokenizer)
+    texts = [r["text"] for r in open_source({"kind": "inspect", "paths": str(logs["eval"]),
+                                             "tool_output_limit": 300}).rows]
+    assert min(len(tok.encode(t)) for t in texts) > 256
+    steps = [r for r in metrics(tmp_path / "straight") if "train/data_hash" in r]
+    assert all(r["train/cls_rows/control_arena"] > 0 and r["train/sft_tokens"] > 0 for r in steps)   # mixed
+    # (the count is the run's so far)
+    assert [r["train/truncated/control_arena"] for r in steps] == \
+        list(np.cumsum([r["train/cls_rows/control_arena"] for r in steps]))

@@ -1,5 +1,6 @@
 """`score_logs`: Inspect logs (files or folders) scored by the trained monitor, written as copies with its score
-on every sample (integrations/inspect_logs.py), for ControlArena's analysis.
+on every sample (integrations/inspect_logs.py), for ControlArena's analysis. Transcripts are rendered as the
+config's agent source for the task renders them (tool-output limit, reasoning, fence), else with its defaults.
 
     python -m monitor_jax.main score_logs --config=FILE [--checkpoint=DIR] --task=control_arena \
         --input=logs/ --output=scored/
@@ -26,5 +27,5 @@ def run(config, flags) -> int:
     if jax.process_index() == 0:
         print(f"scored {counts['samples']} samples of {counts['logs']} logs with {monitor.description} -> "
               f"{flags.output} (score '{SCORER}': P(positive); {counts['truncated']} transcripts truncated to "
-              f"{monitor.scorer.max_length} tokens)")
+              f"{monitor.scorer.max_length} tokens; rendered with {monitor.render})")
     return EXIT_OK

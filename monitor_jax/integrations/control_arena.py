@@ -25,8 +25,8 @@ from monitor_jax.integrations.monitor import TrainedMonitor
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(config: str, checkpoint: str | None, task: str, overrides: str, tool_output_limit: int,
-            reasoning: bool, fence: bool) -> TrainedMonitor:
+def _loaded(config: str, checkpoint: str | None, task: str, overrides: str, tool_output_limit: int | None,
+            reasoning: bool | None, fence: bool | None) -> TrainedMonitor:
     return TrainedMonitor(config, checkpoint, task, json.loads(overrides), tool_output_limit, reasoning, fence)
 
 
@@ -37,9 +37,12 @@ def monitor_jax_monitor(
                                    "or exported Hugging Face directory, None the base model."),
     task: str = Field(default="control_arena", description="The task whose prompt scores transcripts."),
     overrides: dict = Field(default_factory=dict, description="Config keys to override ({'eval.batch_size': 8})."),
-    tool_output_limit: int = Field(default=4000, description="Characters a tool result keeps (0: all)."),
-    reasoning: bool = Field(default=False, description="Render the agent's reasoning parts."),
-    fence: bool = Field(default=True, description="Enclose the transcript in its tagged fence."),
+    tool_output_limit: int | None = Field(default=None, description="Characters a tool result keeps (0: all; "
+                                          "None: as the task's agent source in the config, else 4000)."),
+    reasoning: bool | None = Field(default=None, description="Render the agent's reasoning parts (None: as the "
+                                   "config's source, else no)."),
+    fence: bool | None = Field(default=None, description="Enclose the transcript in its tagged fence (None: as the "
+                               "config's source, else yes)."),
 ) -> Agent:
     """A monitor_jax-trained monitor scoring the whole trajectory so far."""
     loaded = _loaded(config, checkpoint, task, json.dumps(overrides, sort_keys=True), tool_output_limit,

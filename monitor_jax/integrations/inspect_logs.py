@@ -14,7 +14,7 @@ from typing import Sequence
 from inspect_ai.log import read_eval_log, write_eval_log
 from inspect_ai.scorer import Score
 
-from monitor_jax.data.sources.agents import LOG_SUFFIXES, find_files, unreadable_log
+from monitor_jax.data.sources.agents import LOG_SUFFIXES, find_files, sample_transcript, sample_where, unreadable_log
 from monitor_jax.errors import ConfigError, DataError
 from monitor_jax.integrations.monitor import TrainedMonitor
 
@@ -43,12 +43,8 @@ def score_logs(monitor: TrainedMonitor, inputs: str | Sequence[str], output_dir:
             raise unreadable_log(path, e) from None
         if not log.samples:
             raise DataError(f"{path}: the log holds no samples")
-        wheres = [f"{path} sample {s.id} epoch {s.epoch}" for s in log.samples]
-        for sample, where in zip(log.samples, wheres):
-            if not sample.messages:
-                raise DataError(f"{where}: the sample has no messages")
-        texts = [monitor.transcript([m.model_dump(exclude_none=True) for m in s.messages], where)
-                 for s, where in zip(log.samples, wheres)]
+        wheres = [sample_where(path, s) for s in log.samples]
+        texts = [sample_transcript(s, where, **monitor.render) for s, where in zip(log.samples, wheres)]
         for sample, verdict in zip(log.samples, monitor.score(texts, wheres)):
             sample.scores = dict(sample.scores or {})
             sample.scores[scorer_name] = Score(

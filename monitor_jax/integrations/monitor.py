@@ -13,6 +13,7 @@ import jax
 from monitor_jax import assemble
 from monitor_jax.config import set_key, validate
 from monitor_jax.data.encode import ClassificationEncoder
+from monitor_jax.data.sources.agents import AGENT_KINDS
 from monitor_jax.data.transcripts import render_transcript
 from monitor_jax.errors import ConfigError, NonFiniteError
 
@@ -29,6 +30,20 @@ def load_config(config: Any, overrides: Mapping[str, Any] | None = None):
     return config
 
 
+RENDER_DEFAULTS = dict(tool_output_limit=4000, reasoning=False, fence=True)   # the agent sources' defaults
+
+
+def render_settings(config, task: str) -> dict[str, Any]:
+    """How `task`'s transcripts were rendered where the config reads them (its first training source of kind
+    inspect or trajectories, else its evaluation's): a monitor reads transcripts as it was trained on them."""
+    entries = list(config.data.classification) + list(config.eval.tasks)
+    for entry in entries:
+        source = entry.get("source")
+        if entry.get("task") == task and hasattr(source, "get") and source.get("kind") in AGENT_KINDS:
+            return {k: source.get(k, v) for k, v in RENDER_DEFAULTS.items()}
+    return dict(RENDER_DEFAULTS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     log_odds: float           # log P(positive label) - log P(negative label) at the label position
@@ -39,18 +54,20 @@ class Verdict:
 class TrainedMonitor:
     """A run's monitor: `config` (a config file or ConfigDict) and `checkpoint` ("" the work directory's latest
     or best as the config says, a checkpoint or exported Hugging Face directory, None the base model), scoring
-    with `task`'s prompt. Transcripts are rendered as data/transcripts.py does for training."""
+    with `task`'s prompt. Transcripts are rendered as data/transcripts.py does for training, with the settings
+    of the task's agent source in the config (render_settings) unless given here."""
 
     def __init__(self, config: Any, checkpoint: str | None = "", task: str = "control_arena",
-                 overrides: Mapping[str, Any] | None = None, tool_output_limit: int = 4000,
-                 reasoning: bool = False, fence: bool = True):
+                 overrides: Mapping[str, Any] | None = None, tool_output_limit: int | None = None,
+                 reasoning: bool | None = None, fence: bool | None = None):
         c = load_config(config, overrides)
         validate(c, jax.device_count(), training=False)
         self.rt = assemble.runtime(c, checkpoint)
         self.scorer = assemble.scorer(self.rt)
         self.task = self.rt.task(task)
         self.encoder = ClassificationEncoder(self.task, self.rt.tokenizer, self.scorer.max_length)
-        self.render = dict(tool_output_limit=tool_output_limit, reasoning=reasoning, fence=fence)
+        given = dict(tool_output_limit=tool_output_limit, reasoning=reasoning, fence=fence)
+        self.render = {**render_settings(c, task), **{k: v for k, v in given.items() if v is not None}}
 
     @property
     def description(self) -> str:

@@ -38,6 +38,7 @@ from monitor_jax.data.transcripts import render_transcript
 from monitor_jax.errors import DataError
 
 LOG_SUFFIXES = (".eval", ".json")
+AGENT_KINDS = ("inspect", "trajectories")       # the registry's kinds of these sources
 SHIPPED = "control_arena:infra"
 EXTRA = "pip install -e '.[inspect]'"
 
@@ -141,17 +142,26 @@ def read_inspect_rows(paths: str | Sequence[str], label: str, tool_output_limit:
         if not samples:
             raise DataError(f"{path}: the log holds no samples")
         for sample in samples:
-            where = f"{path} sample {sample.id} epoch {sample.epoch}"
-            if not sample.messages:
-                raise DataError(f"{where}: the sample has no messages")
-            messages = [m.model_dump(exclude_none=True) for m in sample.messages]
-            metadata = sample.metadata or {}
+            where = sample_where(path, sample)
             rows.append(dict(
                 id=f"{path.name}:{sample.id}:{sample.epoch}", log=str(path), sample_id=str(sample.id),
                 epoch=int(sample.epoch), label=sample_label(sample, label, where),
-                task_description=str(metadata.get("main_task_description", "")),
-                text=render_transcript(messages, tool_output_limit, reasoning, fence, where=where)))
+                task_description=str((sample.metadata or {}).get("main_task_description", "")),
+                text=sample_transcript(sample, where, tool_output_limit, reasoning, fence)))
     return rows
+
+
+def sample_where(path, sample) -> str:
+    return f"{path} sample {sample.id} epoch {sample.epoch}"
+
+
+def sample_transcript(sample, where: str, tool_output_limit: int = 4000, reasoning: bool = False,
+                      fence: bool = True) -> str:
+    """An inspect_ai EvalSample's messages as the monitor reads them (the source's rows, and score_logs)."""
+    if not sample.messages:
+        raise DataError(f"{where}: the sample has no messages")
+    return render_transcript([m.model_dump(exclude_none=True) for m in sample.messages], tool_output_limit,
+                             reasoning, fence, where=where)
 
 
 def check_inspect_spec(paths, label: str = "eval_mode", **_) -> None:
@@ -184,8 +194,8 @@ def trajectory_label(path: Path, labels: Mapping[str, int]) -> int:
     raise DataError(f"{path}: its name matches none of the label patterns {sorted(labels)}; add one to labels")
 
 
-def read_trajectory(path: Path, tool_output_limit: int = 4000, fence: bool = True) -> str:
-    """A file of one Inspect ToolCall a line, rendered as the assistant turns that made the calls."""
+def trajectory_messages(path: Path) -> list[dict[str, Any]]:
+    """A file of one Inspect ToolCall a line, as the assistant turns that made the calls."""
     messages = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -199,7 +209,11 @@ def read_trajectory(path: Path, tool_output_limit: int = 4000, fence: bool = Tru
                 raise DataError(f"{path} line {number}: not an Inspect ToolCall (an object with 'function' and "
                                 f"'arguments')")
             messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-    return render_transcript(messages, tool_output_limit, fence=fence, where=str(path))
+    return messages
+
+
+def read_trajectory(path: Path, tool_output_limit: int = 4000, fence: bool = True) -> str:
+    return render_transcript(trajectory_messages(path), tool_output_limit, fence=fence, where=str(path))
 
 
 class TrajectorySource(ListSource):
