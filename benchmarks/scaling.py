@@ -33,13 +33,14 @@ MODES = {"full": [], "lora": ["--config.lora.rank=16", "--config.lora.alpha=32",
                               "--config.model.param_dtype=bfloat16"]}
 
 
-def plan_cell(model: str, target: str, mode: str, out: Path) -> dict | str:
+def plan_cell(model: str, target: str, mode: str, out: Path, search_rounds: int = 4) -> dict | str:
     """The plan's JSON, or the command's last error line where it failed."""
     path = out / f"{model}.{target}.{mode}.json"
     if not path.is_file():
         where = GPU_NODES.get(target, [f"--topology={target}"])
         cmd = [sys.executable, "-m", "monitor_jax.main", "plan", "--config=configs/scale.py",
-               f"--config.model.hf_path=configs/models/{model}", *where, *MODES[mode], f"--output={path}"]
+               f"--config.model.hf_path=configs/models/{model}", *where, *MODES[mode], f"--output={path}",
+               f"--search_rounds={search_rounds}"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -58,8 +59,10 @@ def row(model: str, target: str, mode: str, p: dict | str) -> str:
     if tr["refused"]:
         return (f"| {model} | {target} | {mode} | {state:.1f} | refused by the compiler | no | 0 | "
                 f"{tr['step_s_at_mfu']:.2f} | {scorer} |")
-    # a star: the memory grew less than the layers' saved inputs need, a row or a layer, and was grown by those
+    # a star: the memory grew less than the layers' saved inputs need, a row or a layer, and was grown by those;
+    # a tilde: the largest batch is the line's estimate, not compiled (--search_rounds=0)
     star = "*" if tr.get("per_row_measured", 0) < tr.get("row_floor", 0) else ""
+    star += "" if tr.get("batches_compiled") or not tr["largest_batch"] else "~"
     depth = "*" if "a lower bound" in p["depth"] else ""
     return (f"| {model} | {target} | {mode} | {state:.1f} | {tr['total'] / GIB:.1f}{depth} of {p['hbm'] / GIB:.0f} | "
             f"{'yes' if tr['fits'] else 'no'} | {tr['largest_batch']}{star} | {tr['step_s_at_mfu']:.2f} | {scorer} |")
@@ -74,6 +77,8 @@ def main():
     ap.add_argument("--modes", default="full,lora")
     ap.add_argument("--out", default="runs/scaling")
     ap.add_argument("--jobs", type=int, default=1, help="cells planned at once (a plan compiles on about one core)")
+    ap.add_argument("--search_rounds", type=int, default=4, help="plan's: compiles of the largest batch's estimate "
+                    "(0: the line's estimate, not compiled)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,7 @@ def main():
     cells = ([(m, t, mode) for m in args.models.split(",") for t in args.targets.split(",")
               for mode in args.modes.split(",")] if args.all else [tuple(x.split(":")) for x in args.cells.split(",")])
     with ThreadPoolExecutor(args.jobs) as pool:     # rows printed in order, as their cells finish
-        plans = pool.map(lambda cell: plan_cell(*cell, out), cells)
+        plans = pool.map(lambda cell: plan_cell(*cell, out, args.search_rounds), cells)
         for (model, target, mode), p in zip(cells, plans):
             print(row(model, target, mode, p), flush=True)
 
