@@ -28,7 +28,7 @@ def cli(*args, workdir):
 @pytest.mark.slow
 def test_train_eval_score_export(tmp_path):
     work = tmp_path / "run"
-    cli("train", "--config.train.steps=6", "--config.eval.every=3", "--config.train.checkpoint_every=3",
+    cli("train", "--config.train.steps=6", "--config.eval.every=6", "--config.train.checkpoint_every=6",
         "--config.train.batch_size=8", workdir=work)
 
     # eval: every configured task, held-out domains and the prompt variant, from the latest checkpoint.

@@ -23,13 +23,13 @@ def setup(tmp_path_factory, demo_tokenizer):
     log = write_logs(root / "logs", n=8)
     config = root / "monitor.py"
     # The demo's untrained model (its scores are arbitrary, but they are the model's): transcripts with tool
-    # outputs cut to CUT characters fit 2048 tokens.
+    # outputs cut to CUT characters are about 600 tokens with the prompt, within a 1024 bucket.
     config.write_text(
         "import runpy\n"
         "def get_config():\n"
         f"    c = runpy.run_path({str(REPO / 'configs/demo.py')!r})['get_config']()\n"
         f"    c.workdir, c.model.tokenizer = {str(root / 'run')!r}, {demo_tokenizer!r}\n"
-        "    c.eval.buckets = (2048,)\n"
+        "    c.eval.buckets = (1024,)\n"
         "    return c\n")
     return root, log, config
 

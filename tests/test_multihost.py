@@ -22,9 +22,9 @@ def _free_port() -> int:
 
 def _cmd(workdir, tokenizer):
     return [sys.executable, "-m", "monitor_jax.main", "train", f"--config={REPO / 'configs/paper/thinking_demo.py'}",
-            f"--config.workdir={workdir}", f"--config.model.tokenizer={tokenizer}", "--config.train.steps=6",
-            "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=3",
-            "--config.eval.every=3", "--config.eval.max_rows=40", "--config.eval.bootstrap=0",
+            f"--config.workdir={workdir}", f"--config.model.tokenizer={tokenizer}", "--config.train.steps=4",
+            "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.checkpoint_every=2",
+            "--config.eval.every=4", "--config.eval.max_rows=40", "--config.eval.bootstrap=0",
             "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
             "--config.model.config.num_layers=1", "--config.model.config.embed_dim=32",
             "--config.model.config.head_dim=8", "--config.model.config.mlp_dim=32"]
@@ -57,23 +57,23 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
-    assert "finished at step 6" in outs[0] and "finished at step 6" not in outs[1]   # process 0 reports
+    assert "finished at step 4" in outs[0] and "finished at step 4" not in outs[1]   # process 0 reports
 
     # Same global batches, same update: the two runs' final parameters agree.
     import jax
     import orbax.checkpoint as ocp
     checkpointer = ocp.PyTreeCheckpointer()
-    one_state = checkpointer.restore(tmp_path / "one" / "checkpoints" / "6" / "state")
+    one_state = checkpointer.restore(tmp_path / "one" / "checkpoints" / "4" / "state")
     # The 2-process checkpoint names devices of both processes: restore it onto this process's shardings.
-    two_state = checkpointer.restore(tmp_path / "two" / "checkpoints" / "6" / "state", item=one_state,
+    two_state = checkpointer.restore(tmp_path / "two" / "checkpoints" / "4" / "state", item=one_state,
                                      restore_args=ocp.checkpoint_utils.construct_restore_args(one_state))
-    assert int(two_state["step"]) == 6
+    assert int(two_state["step"]) == 4
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), one_state["params"],
                  two_state["params"])
     # Scores gathered across the processes give the same evaluation.
     evals = [_eval_rows(tmp_path / run) for run in ("one", "two")]
-    assert sorted(evals[0]) == sorted(evals[1]) == [0, 3, 6]
-    assert {"eval/control_arena_thinking/mean_reasoning_tokens", "eval/control_arena_summary/auroc"} <= set(evals[1][6])
+    assert sorted(evals[0]) == sorted(evals[1]) == [0, 4]
+    assert {"eval/control_arena_thinking/mean_reasoning_tokens", "eval/control_arena_summary/auroc"} <= set(evals[1][4])
     for step in evals[0]:
         for k, v in evals[0][step].items():
             np.testing.assert_allclose(evals[1][step][k], v, rtol=1e-5, atol=1e-6, err_msg=f"step {step} {k}")

@@ -162,7 +162,8 @@ def test_real_demo_config_trains_and_reports(tmp_path, smollm2_dir):
     out = subprocess.run(
         [sys.executable, "-m", "monitor_jax.main", "train", f"--config={repo / 'configs/demo_real.py'}",
          f"--config.workdir={work}", "--config.train.steps=2", "--config.train.batch_size=8",
-         "--config.eval.max_rows=16", "--config.eval.batch_size=16", "--config.eval.bootstrap=20"],
+         "--config.eval.max_rows=16", "--config.eval.batch_size=16", "--config.eval.bootstrap=20",
+         "--config.eval.buckets=(144,)"],      # one scorer compile (of the demo's three buckets): CI time
         cwd=repo, capture_output=True, text=True, timeout=900,
         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
     assert out.returncode == 0, out.stderr[-4000:]
@@ -174,3 +175,29 @@ def test_real_demo_config_trains_and_reports(tmp_path, smollm2_dir):
     # The report carries the label mass of the real model's own labels, before and after.
     assert all(0 < t["label_mass"] <= 1 for t in before["tasks"] + after["tasks"])
     assert "| control_arena | control_arena | yes |" in out.stdout
+
+
+def test_the_shipped_trajectories_score_zero_shot_through_flash_attention(smollm2_dir, tok):
+    """The control-arena wheel's 21 trajectories (3-200 kB) through the real model's scorer at a 512-token bucket:
+    two flash-attention key blocks of 256; every transcript longer than the bucket is cut by the task's policy,
+    and the cut is counted (a prompt of n tokens loses at least n - 512)."""
+    from pathlib import Path
+
+    from monitor_jax.data.sources import open_source
+    from monitor_jax.integrations.monitor import TrainedMonitor
+
+    repo = Path(__file__).resolve().parents[1]
+    source = open_source({"kind": "trajectories", "paths": "control_arena:infra"})
+    monitor = TrainedMonitor(repo / "configs/demo_real.py", None, "control_arena", overrides={
+        "model.hf_path": str(smollm2_dir), "eval.buckets": (512,), "eval.batch_size": 8})
+    cfg = monitor.rt.model_cfg
+    assert cfg.attention == "flash" and 512 // cfg.attention_block == 2
+    texts = [r["text"] for r in source.rows]
+    verdicts = monitor.score(texts, [source.describe(i) for i in range(len(texts))])
+    assert len(verdicts) == 21 and all(np.isfinite([v.log_odds, v.p_positive]).all() for v in verdicts)
+    assert len({round(v.log_odds, 4) for v in verdicts}) > 10          # the transcripts' scores differ
+    task = monitor.task
+    for text, v in zip(texts, verdicts):
+        whole = len(tok.encode(task.render(tok, {task.content_field: text})))
+        assert (v.truncated > 0) == (whole > 512) and v.truncated >= whole - 512, (whole, v.truncated)
+    assert sum(v.truncated > 0 for v in verdicts) >= 15
