@@ -70,7 +70,6 @@ def test_bad_logs_are_errors_naming_the_file(logs, tmp_path):
             open_source({"kind": "inspect", "paths": str(bad)})
 
 
-
 def test_training_on_an_inspect_source_goes_through_the_mixture_and_resumes(logs, tmp_path, demo_tokenizer):
     """The demo's mixture (instruction rows at a 0.75 classification ratio) with the classification rows read from
     an Inspect log: 4 steps straight equal 2 + 2 resumed (parameters and every step's data hash), and the
@@ -79,6 +78,7 @@ def test_training_on_an_inspect_source_goes_through_the_mixture_and_resumes(logs
     import numpy as np
 
     from monitor_jax.commands.train import train
+    from monitor_jax.model.tokenizer import load_tokenizer
     from tests.train_helpers import run_config
 
     def config(workdir, **train_keys):
@@ -103,7 +103,6 @@ def test_training_on_an_inspect_source_goes_through_the_mixture_and_resumes(logs
               for w in (tmp_path / "straight", tmp_path / "resumed")]
     assert hashes[0] == hashes[1] and sorted(hashes[0]) == [1, 2, 3, 4]
     # Every transcript is longer than 256 tokens here: every classification row is cut, and counted.
-    from monitor_jax.model.tokenizer import load_tokenizer
     tok = load_tokenizer(demo_tokenizer)
     texts = [r["text"] for r in open_source({"kind": "inspect", "paths": str(logs["eval"]),
                                              "tool_output_limit": 300}).rows]
