@@ -62,12 +62,17 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> Any:
                         "eval_zero_shot, eval_elicited, eval_supervised, report); default: every stage not done.",
                         flag_values=flag_values)
     flags.DEFINE_string("sweep", "", "report: a sweep's work directory.", flag_values=flag_values)
+    flags.DEFINE_list("paired", [], "report: KEY:TREATMENT:BASELINE,... paired AUROC differences across a grid key "
+                      "(besides the sweep's own sweep.paired).", flag_values=flag_values)
     flags.DEFINE_bool("rerun_changed", False, "sweep: delete and rerun the runs that started with other settings "
                       "than the config now gives them (default: such a run is an error).", flag_values=flag_values)
     flags.DEFINE_string("topology", "", "plan: a Cloud TPU slice (v5e-64, v5p-128, v4-32, v6e-8) compiled for "
                         "without one (needs libtpu: pip install -e '.[tpu]').", flag_values=flag_values)
     flags.DEFINE_integer("devices", 0, "plan: N accelerators (GPUs) of --hbm_gib and --peak_tflops, compiled on N "
                          "simulated CPU devices.", flag_values=flag_values)
+    flags.DEFINE_enum("platform", "gpu", ["gpu", "cpu"], "plan --devices: what the devices are. gpu: compiled on "
+                      "CPU devices standing in for the GPU's compiler, memory estimated by layer (docs/scaling.md); "
+                      "cpu: compiled by their own compiler.", flag_values=flag_values)
     flags.DEFINE_float("hbm_gib", 0.0, "plan --devices: memory of one device in GiB.", flag_values=flag_values)
     flags.DEFINE_float("peak_tflops", 0.0, "plan --devices: dense bf16 peak of one device in TFLOP/s.",
                        flag_values=flag_values)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from monitor_jax import assemble
+from monitor_jax.errors import ConfigError
 from monitor_jax.commands.plan import _figures, _growth, plan, report
 from monitor_jax.parallel.multihost import global_batch
-from monitor_jax.parallel.planner import (Stats, by_layers, bytes_per_device, compiled_stats, largest_batch,
-                                          search_largest_batch)
+from monitor_jax.parallel.planner import (Stats, by_layers, bytes_per_device, compiled_stats, held_by_layers,
+                                          largest_batch, search_largest_batch)
 from monitor_jax.parallel.topology import device_target, slice_shape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def demo_config(workdir, tokenizer, **lora):
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_the_plan_is_the_real_step(tmp_path, demo_tokenizer, lora_rank):
     c = demo_config(tmp_path / "run", demo_tokenizer, **({"rank": lora_rank, "alpha": 8} if lora_rank else {}))
-    p = plan(c, device_target(8, 16, 197), mfu=0.4, search_rounds=1)
+    p = plan(c, device_target(8, 16, 197, platform="cpu"), mfu=0.4, search_rounds=1)
 
     # The real run: its model, optimizer state and one real batch, on the same 8 devices.
     rt = assemble.runtime(c)
@@ -91,6 +92,10 @@ def test_extrapolation_by_layers_and_the_largest_batch():
     assert largest_batch(10, 20, 8, 16, 4, 4) == 0
     # Memory that barely grew (0.0625 a row) grows by the floor instead: 3 a row from 10 at 8 rows.
     assert largest_batch(10, 10.5, 8, 16, 45, 4, min_per_row=3) == 16
+    # A GPU's estimate: the 2-layer program's 14 (its peak of 9 and its temporaries' fall ignored), each further
+    # layer adding its arguments (0.5) and outputs not aliased (0) and what it holds (3).
+    s = held_by_layers(a, b, 2, 4, 10, held_per_layer=3)
+    assert s.total == 14 + 3.5 * 8 and (s.arguments, s.outputs, s.aliased, s.flops, s.peak) == (6, 6, 6, 50, 0)
 
 
 def _cli(*args, env=None):
@@ -98,17 +103,6 @@ def _cli(*args, env=None):
     env.pop("XLA_FLAGS", None)     # the command restarts itself with the simulated devices it needs
     return subprocess.run([sys.executable, "-m", "monitor_jax.main", "plan", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
-
-
-def test_plan_command_for_a_gpu_node(tmp_path):
-    out = tmp_path / "plan.json"
-    proc = _cli("--config=configs/demo.py", f"--config.workdir={tmp_path / 'run'}", "--devices=8", "--search_rounds=0", "--hbm_gib=80",
-                "--peak_tflops=989", f"--output={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    p = json.loads(out.read_text())
-    assert p["devices"] == 8 and p["hbm"] == 80 * 2**30 and p["train"]["fits"] and p["score"]["fits"]
-    assert "XLA CPU on simulated devices" in proc.stdout and "train step, batch" in proc.stdout
-    assert not (tmp_path / "run").exists()        # plan writes nothing but --output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -147,13 +141,52 @@ def test_a_largest_batch_from_memory_that_barely_grew_is_grown_by_the_saved_inpu
     assert _growth(fig, 64).startswith("memory linear in the batch between 64 and 128, measured: 4.7 MiB a row")
 
 
+def test_a_gpu_node_is_planned_from_one_layer_grown_by_what_each_layer_holds(tmp_path, demo_tokenizer):
+    """`plan --devices` (a GPU node) compiles on CPU devices, whose compiler keeps far more a layer than a layer
+    holds; its plan is the one-layer program's memory, each further layer adding its arguments, its gradients and
+    its saved input (full remat) in the train step and its arguments alone in the scorer. Checked against the
+    one-layer program compiled for CPU devices and the bytes of the layers' parameters and inputs."""
+    out = tmp_path / "plan.json"
+    proc = _cli("--config=configs/demo.py", f"--config.workdir={tmp_path / 'run'}", "--config.model.remat=full",
+                "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+                "--config.train.batch_size=16", "--devices=8", "--search_rounds=0", "--hbm_gib=80",
+                "--peak_tflops=989", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "standing in for the GPU's" in proc.stdout and "train step, batch" in proc.stdout
+    assert not (tmp_path / "run").exists()        # plan writes nothing but --output
+    gpu = json.loads(out.read_text())
+    assert gpu["devices"] == 8 and gpu["hbm"] == 80 * 2**30 and gpu["platform"] == "gpu"
+    assert "memory estimated for the GPU: the 1-layer program's" in gpu["depth"]
+
+    c = demo_config(tmp_path / "run", demo_tokenizer)
+    c.model.remat = "full"
+    c.loss.chunk_size = runpy.run_path(str(REPO / "configs/demo.py"))["get_config"]().loss.chunk_size
+    layers, d = c.model.config["num_layers"], c.model.config["embed_dim"]
+    c.model.config = dict(c.model.config, num_layers=1)
+    one = plan(c, device_target(8, 80, 989, platform="cpu"), mfu=0.4, search_rounds=0)
+    tr, tr1 = gpu["train"], one["train"]
+    kept = {k: (tr[k] - tr1[k]) / (layers - 1) for k in ("arguments", "outputs", "aliased", "trained")}
+    assert kept["arguments"] == pytest.approx((tr["params"] + tr["optimizer"] - tr1["params"] - tr1["optimizer"])
+                                              / (layers - 1), rel=1e-6)     # a layer's parameters and moments
+    saved = c.train.batch_size * c.data.max_length * d * 4 / 4               # float32 input, batch over 2 x 2
+    held = kept["trained"] + saved                                           # its gradients and its input
+    assert tr["total"] == pytest.approx(tr1["total"] + (layers - 1) * (
+        kept["arguments"] + kept["outputs"] - kept["aliased"] + held), rel=1e-9)
+    sc, sc1 = gpu["score"], one["score"]
+    assert sc["total"] == pytest.approx(sc1["total"] + sc["arguments"] - sc1["arguments"]
+                                        + sc["outputs"] - sc1["outputs"], rel=1e-9)
+    assert tr["fits"] and sc["fits"] and tr["largest_batch"] > 16
+    with pytest.raises(ConfigError, match="--full_depth compiles with the target's own compiler, and a GPU's is not"):
+        plan(c, device_target(8, 80, 989), mfu=0.4, full_depth=True)
+
+
 def test_a_deep_model_extrapolated_by_layer_is_close_to_its_full_depth_compile(tmp_path, demo_tokenizer):
     """The demo at 12 layers is planned from 2 and 4 layers; --full_depth compiles all 12: the parameter and
     optimizer bytes are exact either way, the extrapolated memory within 15% of the whole model's and never
     below the layers' saved inputs."""
     c = demo_config(tmp_path / "run", demo_tokenizer)
     c.model.config = dict(c.model.config, num_layers=12)
-    target = device_target(8, 16, 197)
+    target = device_target(8, 16, 197, platform="cpu")
     deep = plan(c, target, mfu=0.4, search_rounds=0)
     full = plan(c, target, mfu=0.4, full_depth=True, search_rounds=0)
     assert "compiled with 2 and 4 of 12 layers" in deep["depth"] and full["depth"] == "compiled with all 12 layers"

@@ -61,8 +61,9 @@ def test_a_ratio_sweep_runs_then_reports(swept, demo_tokenizer):
         assert (work / "runs" / name / "checkpoints" / "4").is_dir()
         assert any((work / "runs" / name / "tensorboard").iterdir())
 
-    report = subprocess.run([sys.executable, "-m", "monitor_jax.main", "report", f"--sweep={work}"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run([sys.executable, "-m", "monitor_jax.main", "report", f"--sweep={work}",
+                             "--paired=data.mixing.value:1:0.5"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     rows = list(csv.DictReader(open(work / "results" / "results.csv")))
     eval_sets = runpy.run_path(str(CONFIG))["get_config"]().eval.tasks
@@ -73,6 +74,14 @@ def test_a_ratio_sweep_runs_then_reports(swept, demo_tokenizer):
         data = (work / "results" / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, png
     assert "| value-0.5_seed-0 | 0.5 | 0 | chem_harm |" in (work / "results" / "results.md").read_text()
+    # The paired difference across the ratio: one seed, so one difference a set, and its interval.
+    paired = list(csv.DictReader(open(work / "results" / "paired.csv")))
+    assert [r["seed"] for r in paired] == ["0", "mean"] * len(eval_sets)
+    by_set = {(r["run"], r["eval_set"]): float(r["auroc"]) for r in rows}
+    for r in paired[::2]:
+        assert float(r["difference"]) == pytest.approx(by_set[(names[1], r["eval_set"])]
+                                                       - by_set[(names[0], r["eval_set"])], abs=1e-9)
+    assert "## data.mixing.value: 1 - 0.5" in report.stdout
     # Per-task training metrics are in each run's metrics.jsonl (the training-curves figure reads them).
     logged = [json.loads(line) for line in open(work / "runs" / names[0] / "metrics.jsonl")]
     assert any("train/cls_loss/chem_harm" in m for m in logged)
@@ -250,3 +259,103 @@ def test_report_labels_categorical_values_and_lists_unfinished_runs(tmp_path):
     assert "run classification-sent is not finished" in (out / "results.md").read_text()
     assert (out / "heatmap.png").read_bytes().startswith(b"\x89PNG")
     assert not list(out.glob("auroc_vs_*.png"))            # no numeric grid key to plot against
+
+
+def _fake_sweep(root, seeds=(0, 1), n=60, skip=()):
+    """A finished sweep's files as `sweep` and `train` write them: a grid over train.steps (300, 375) x seeds,
+    each run's report.json and scores.jsonl (two eval sets of `n` rows, the same ids in every run)."""
+    rng = np.random.default_rng(7)
+    runs = sweeps.expand({"train.steps": [300, 375]}, list(seeds))
+    record = dict(config="x.py", flags={}, grid=[["train.steps", [300, 375]]], seeds=list(seeds), runs=[])
+    labels = np.tile([0, 1], n // 2)
+    for r in runs:
+        workdir = root / "runs" / r.name
+        record["runs"].append(dict(name=r.name, overrides=r.overrides, workdir=str(workdir), steps=4, command=""))
+        if r.name in skip:
+            continue
+        (workdir / "checkpoints" / "4").mkdir(parents=True)
+        (workdir / "eval" / "4").mkdir(parents=True)
+        signal_ = 0.5 + 0.5 * (r.overrides["train.steps"] == 375)
+        tasks, lines = [], []
+        for name in ("chem", "inverted"):
+            score = labels * signal_ + rng.normal(size=n)
+            metric = lambda v: dict(value=v, low=v, high=v)  # noqa: E731
+            tasks.append(dict(name=name, domain=name, heldout=False, n=n,
+                              metrics=dict(auroc=metric(0.5), tpr_at_1pct_fpr=metric(0.1), accuracy=metric(0.5))))
+            lines += [json.dumps(dict(id=f"{name}-{i}", name=name, task="t", label=int(labels[i]), score=float(score[i]),
+                                      p_positive=float(1 / (1 + np.exp(-score[i]))), truncated=0)) for i in range(n)]
+        (workdir / "eval" / "4" / "report.json").write_text(json.dumps(dict(tasks=tasks)))
+        (workdir / "eval" / "4" / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "sweep.json").write_text(json.dumps(record))
+    return record
+
+
+def _scores(run, name):
+    rows = [json.loads(line) for line in open(Path(run["workdir"]) / "eval" / "4" / "scores.jsonl")]
+    rows = sorted((r for r in rows if r["name"] == name), key=lambda r: r["id"])
+    return np.array([r["label"] for r in rows]), np.array([r["score"] for r in rows])
+
+
+def test_the_paired_difference_is_per_seed_on_the_same_rows_with_a_paired_bootstrap(tmp_path, monkeypatch):
+    """Per seed, AUROC(375 steps) - AUROC(300) from the runs' own scores; the mean over seeds; the interval
+    recomputed directly: per resample, the same rows for both runs of a seed (scikit-learn's AUROC on each),
+    averaged over the seeds, 2.5th and 97.5th percentiles."""
+    from sklearn.metrics import roc_auc_score
+
+    from monitor_jax.eval.metrics import resamples
+    from monitor_jax.studies import results
+
+    samples = 300          # the direct computation below calls scikit-learn 4 x samples times a set
+    monkeypatch.setattr(results, "PAIRED_SAMPLES", samples)
+    record = _fake_sweep(tmp_path)
+    report = results.report
+    out, _, _ = report(tmp_path, [("train.steps", "375", "300")])
+    rows = list(csv.DictReader(open(out / "paired.csv")))
+    runs = {(r["overrides"]["train.steps"], r["overrides"]["seed"]): r for r in record["runs"]}
+    for name in ("chem", "inverted"):
+        mine = [r for r in rows if r["eval_set"] == name]
+        assert [r["seed"] for r in mine] == ["0", "1", "mean"]
+        draws, diffs = [], []
+        for seed in (0, 1):
+            y, treated = _scores(runs[(375, seed)], name)
+            _, base = _scores(runs[(300, seed)], name)
+            diff = roc_auc_score(y, treated) - roc_auc_score(y, base)
+            assert float(mine[seed]["difference"]) == pytest.approx(diff, abs=1e-12)
+            assert float(mine[seed]["auroc_treatment"]) == pytest.approx(roc_auc_score(y, treated), abs=1e-12)
+            diffs.append(diff)
+            draws.append([roc_auc_score(y[i], treated[i]) - roc_auc_score(y[i], base[i])
+                          for i in resamples(y, samples, seed=seed)])
+        low, high = np.percentile(np.mean(draws, axis=0), [2.5, 97.5])
+        assert float(mine[2]["difference"]) == pytest.approx(np.mean(diffs), abs=1e-12)
+        assert (float(mine[2]["low"]), float(mine[2]["high"])) == pytest.approx((low, high), abs=1e-9)
+        assert low < np.mean(diffs) < high
+    text = (out / "paired.md").read_text()
+    assert "## train.steps: 375 - 300" in text and "| chem | - | seed 0: " in text
+
+    # Without a comparison the next report leaves no paired table from the last one; the sweep's own
+    # sweep.paired (recorded in sweep.json) is one.
+    report(tmp_path)
+    assert not (out / "paired.md").exists()
+    (tmp_path / "sweep.json").write_text(json.dumps(dict(record, paired=[["train.steps", "375", "300"]])))
+    report(tmp_path)
+    assert (out / "paired.md").read_text() == text
+
+
+def test_a_paired_difference_names_what_is_missing_or_wrong(tmp_path):
+    from monitor_jax.errors import MetricError
+    from monitor_jax.studies.results import report
+
+    _fake_sweep(tmp_path, skip=("steps-375_seed-1",))
+    out, _, _ = report(tmp_path, [("train.steps", "375", "300")])
+    assert "seed 1: only steps-300_seed-1 has results" in (out / "paired.md").read_text()
+    assert [r["seed"] for r in csv.DictReader(open(out / "paired.csv"))][:2] == ["0", "mean"]
+    with pytest.raises(ConfigError, match=r"--paired\[0\]: '400' is not one of train.steps's values .*300, 375"):
+        report(tmp_path, [("train.steps", "400", "300")])
+    with pytest.raises(ConfigError, match=r"--paired\[0\]: 'lr' is not a grid key of this sweep \(train.steps\)"):
+        report(tmp_path, [("lr", "1", "2")])
+    with pytest.raises(ConfigError, match=r"sweep.paired\[0\]=\('train.steps', '375'\) must be \(grid key, "):
+        sweeps.check_paired([("train.steps", "375")], {"train.steps": ["300", "375"]}, "sweep.paired")
+    scores = tmp_path / "runs" / "steps-375_seed-0" / "eval" / "4" / "scores.jsonl"
+    scores.write_text("\n".join(scores.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(MetricError, match="the runs scored different rows"):
+        report(tmp_path, [("train.steps", "375", "300")])

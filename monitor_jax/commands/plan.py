@@ -2,11 +2,14 @@
 
     python -m monitor_jax.main plan --config=FILE --topology=v5e-64
     python -m monitor_jax.main plan --config=FILE --devices=8 --hbm_gib=80 --peak_tflops=989   # a GPU node
+    python -m monitor_jax.main plan --config=FILE --devices=8 --platform=cpu --hbm_gib=16 --peak_tflops=1
 
 The config's train step (full fine-tuning or LoRA, its dtypes, remat, mesh, batch and length) and its scorer
 are compiled over the target's devices from abstract shapes (no weights are read: a model directory needs only
 its config.json). A TPU slice compiles with the TPU compiler on libtpu's abstract topology; GPUs and CPUs
-compile on simulated CPU devices, which approximates the target's compiler. A model of more than
+compile on simulated CPU devices. For a GPU that stands in for its compiler: the CPU compiler keeps far more a
+layer than a GPU's would, so a GPU's memory is the smallest depth's program grown by what each further layer
+holds (planner.held_by_layers). A model of more than
 PLAN_LAYERS_MAX layers is compiled at two smaller depths and extrapolated by layer (said in the output), unless
 --full_depth asks for every layer (exact, and slow: minutes a compile for an 8B model).
 """
@@ -39,7 +42,7 @@ from monitor_jax.model.transformer import Transformer
 from monitor_jax.parallel.mesh import batch_split, make_mesh
 from monitor_jax.parallel.multihost import batch_sharding
 from monitor_jax.parallel.planner import (DoesNotFit, Stats, abstract, by_layers, bytes_per_device, compile_or_report,
-                                          compiled_stats, largest_batch, search_largest_batch)
+                                          compiled_stats, held_by_layers, largest_batch, search_largest_batch)
 from monitor_jax.parallel.topology import GIB, Target, device_target, tpu_target
 from monitor_jax.data.mixing import optax_schedule
 from monitor_jax.train.step import TrainState, jit_train_step, make_train_step, opt_state_shardings
@@ -157,28 +160,50 @@ def compile_sampler(c, cfg: ModelConfig, mesh, batch_size: int, prompt_length: i
 
 
 # ------------------------------------------------------------------ measuring, by layer where the model is deep
-def _depths(cfg: ModelConfig) -> tuple[int, int] | None:
-    """Two depths to compile at and extrapolate from (whole periods of the layer-type pattern, e.g. Gemma 3's
-    five sliding layers and one global); None: compile the whole model."""
+def _period(cfg: ModelConfig) -> int:
+    """The length of the layer-type pattern (1, or e.g. 6 for Gemma 3's five sliding layers and one global)."""
+    types = tuple(cfg.layer_types)
+    return next((p for p in range(1, len(types) + 1) if types == (types[:p] * len(types))[:len(types)]), 1) \
+        if types else 1
+
+
+def _depths(cfg: ModelConfig, smallest: bool = False) -> tuple[int, int] | None:
+    """Two depths to compile at and extrapolate from (whole periods of the layer-type pattern); None: compile
+    the whole model. `smallest`: one period and two, whatever the depth (a GPU's estimate starts from the
+    fewest layers, whose transients the CPU compiler counts once)."""
+    period = _period(cfg)
+    if smallest:
+        return (period, 2 * period) if 2 * period <= cfg.num_layers else None
     if cfg.num_layers <= PLAN_LAYERS_MAX:
         return None
-    types = tuple(cfg.layer_types)
-    period = next((p for p in range(1, len(types) + 1) if types == (types[:p] * len(types))[:len(types)]), 1) \
-        if types else 1
     small = period * max(1, -(-2 // period))
     return (small, 2 * small) if 2 * small < cfg.num_layers else None
 
 
-def measure(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
-            full_depth: bool = False) -> tuple[Stats, str]:
+def _at_depth(cfg: ModelConfig, layers: int) -> ModelConfig:
+    return dataclasses.replace(cfg, num_layers=layers, layer_types=cfg.layer_types[:layers])
+
+
+def measure(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0, full_depth: bool = False,
+            held_per_layer: float | None = None) -> tuple[Stats, str]:
     """compile_fn(cfg) -> compiled; its Stats at full depth, or extrapolated from two depths (and how).
-    `saved_per_layer`: the bytes a device keeps a layer for the backward pass at least (planner.by_layers)."""
+    `saved_per_layer`: the bytes a device keeps a layer for the backward pass at least (planner.by_layers).
+    `held_per_layer`: for a compiler stood in for (a GPU's, compiled on CPU), what a layer holds besides its
+    arguments; the figures then grow by exactly that from the smallest depth (planner.held_by_layers)."""
+    if held_per_layer is not None:
+        depths = _depths(cfg, smallest=True)
+        if depths is not None:
+            la, lb = depths
+            a, b = (compiled_stats(compile_fn(_at_depth(cfg, n))) for n in (la, lb))
+            how = (f"compiled with {la} and {lb} of {cfg.num_layers} layers; memory estimated for the GPU: the "
+                   f"{la}-layer program's, each further layer adding its arguments and "
+                   f"{_bytes(held_per_layer)} it holds (gradients, saved input), not the CPU compiler's growth")
+            return held_by_layers(a, b, la, lb, cfg.num_layers, held_per_layer), how
     depths = None if full_depth else _depths(cfg)
     if depths is None:
         return compiled_stats(compile_fn(cfg)), f"compiled with all {cfg.num_layers} layers"
     la, lb = depths
-    a = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=la, layer_types=cfg.layer_types[:la])))
-    b = compiled_stats(compile_fn(dataclasses.replace(cfg, num_layers=lb, layer_types=cfg.layer_types[:lb])))
+    a, b = (compiled_stats(compile_fn(_at_depth(cfg, n))) for n in (la, lb))
     stats, floored = by_layers(a, b, la, lb, cfg.num_layers, saved_per_layer)
     how = (f"compiled with {la} and {lb} of {cfg.num_layers} layers and extrapolated by layer (an estimate: near the "
            f"memory limit the whole program rematerialises more than shallow ones, so confirm a batch with "
@@ -190,11 +215,11 @@ def measure(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
     return stats, how
 
 
-def _measure_or_refusal(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0,
-                        full_depth: bool = False) -> tuple[Stats | str, str]:
+def _measure_or_refusal(compile_fn, cfg: ModelConfig, saved_per_layer: float = 0.0, full_depth: bool = False,
+                        held_per_layer: float | None = None) -> tuple[Stats | str, str]:
     """measure(), or the target compiler's out-of-memory refusal (a str) where it refused the program."""
     try:
-        return measure(compile_fn, cfg, saved_per_layer, full_depth)
+        return measure(compile_fn, cfg, saved_per_layer, full_depth, held_per_layer)
     except DoesNotFit as e:
         return str(e), ""
 
@@ -222,6 +247,16 @@ def _saved_input_bytes(cfg: ModelConfig, rows: float, length: int, split: int) -
     keeps its input ([T, D] a row in the compute dtype), even under full remat; the batch is split over `split`
     devices (times the gradient-accumulation steps, which hold one micro-batch at a time)."""
     return rows * length * cfg.embed_dim * np.dtype(cfg.dtype).itemsize / split
+
+
+def _trained_bytes_per_layer(c, cfg: ModelConfig, mesh, trained_bytes: int) -> float:
+    """Bytes a device holds of one layer's trained parameters (so of its gradients), from the whole model's
+    `trained_bytes` and an abstract model one layer-type period deep (nothing compiled)."""
+    period = _period(cfg)
+    if period >= cfg.num_layers:
+        return trained_bytes / cfg.num_layers
+    _, shallow, _ = abstract_model(c, _at_depth(cfg, period), mesh)
+    return (trained_bytes - bytes_per_device(shallow)) / (cfg.num_layers - period)
 
 
 def _label_positions(c, batch_size: int) -> tuple[float, float]:
@@ -253,7 +288,7 @@ def target_from_flags(flags) -> Target:
         if getattr(flags, name) <= 0:
             raise ConfigError(f"--devices needs --{name} > 0 (the memory and dense bf16 peak of one device)")
     _simulate_devices(flags.devices)
-    return device_target(flags.devices, flags.hbm_gib, flags.peak_tflops)
+    return device_target(flags.devices, flags.hbm_gib, flags.peak_tflops, flags.platform)
 
 
 def _simulate_devices(n: int) -> None:
@@ -273,6 +308,9 @@ def _simulate_devices(n: int) -> None:
 def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds: int = 4) -> dict:
     """Every figure of the plan (per device), as a dict; `report` prints it."""
     validate(c, target.num_devices)
+    if target.platform == "gpu" and full_depth:
+        raise ConfigError("--full_depth compiles with the target's own compiler, and a GPU's is not available "
+                          "here: a GPU's memory is estimated by layer (docs/scaling.md)")
     mesh = make_mesh(**dict(c.mesh), devices=list(target.devices))
     cfg = plan_model_config(c)
     lc = section(c, "lora")
@@ -288,10 +326,21 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds:
     # The train step keeps every layer's input for the backward pass: per layer at b and 2b rows, and per row
     # over all layers, the least its memory can grow (the extrapolations never grow less).
     split_accum = split * c.loss.grad_accum
+    # A GPU is compiled for on CPU devices, whose compiler keeps far more a layer than a GPU's would: its memory
+    # is the smallest depth's, grown by what each further layer holds (planner.held_by_layers). Under full
+    # remat a layer holds its gradients and its input; under another policy what the policy saves, which only
+    # the compile knows, so the CPU compiler's own growth is used and the plan says so.
+    gpu = target.platform == "gpu"
+    grads_per_layer = _trained_bytes_per_layer(c, cfg, mesh, bytes_per_device(params)) if gpu else 0.0
+
+    def held(batch: int) -> float | None:
+        if not gpu or cfg.remat != "full":
+            return None
+        return grads_per_layer + _saved_input_bytes(cfg, batch, t, split_accum)
 
     def train_at(batch: int) -> tuple[Stats | str, str]:
         return _measure_or_refusal(lambda m: compile_train(c, m, mesh, batch)[0], cfg,
-                                   _saved_input_bytes(cfg, batch, t, split_accum), full_depth)
+                                   _saved_input_bytes(cfg, batch, t, split_accum), full_depth, held(batch))
 
     train, how = train_at(b)
     train2 = train_at(2 * b)[0] if isinstance(train, Stats) else None
@@ -310,10 +359,12 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds:
                              batches_compiled=[[k, totals[k]] for k in sorted(totals)])
     e = c.eval
     score_len = max(e.buckets)
-    score, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, e.batch_size, score_len)[0], cfg,
-                                   full_depth=full_depth)
+    # A forward pass keeps nothing of a layer once the next has run (held 0 a layer on a GPU).
+    scored_held = 0.0 if gpu else None
+    score, score_how = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, e.batch_size, score_len)[0], cfg,
+                                           full_depth=full_depth, held_per_layer=scored_held)
     score2, _ = _measure_or_refusal(lambda m: compile_scorer(c, m, mesh, 2 * e.batch_size, score_len)[0], cfg,
-                                    full_depth=full_depth) if score else (None, "")
+                                    full_depth=full_depth, held_per_layer=scored_held) if score else (None, "")
 
     labels, instruction_rows = _label_positions(c, b)
     targets = tuple(lc.targets.split()) if lc.rank else ()
@@ -327,7 +378,7 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds:
     hbm = target.hbm_bytes
     return dict(
         target=target.name, devices=n, hosts=target.hosts, target_compiler=target.target_compiler,
-        hbm=hbm, peak_flops=target.peak_flops, mfu=mfu, depth=how,
+        platform=target.platform, hbm=hbm, peak_flops=target.peak_flops, mfu=mfu, depth=how, score_depth=score_how,
         model=dict(family=cfg.family, layers=cfg.num_layers, embed=cfg.embed_dim, vocab=cfg.vocab_size,
                    param_dtype=cfg.param_dtype, dtype=cfg.dtype, remat=cfg.remat, attention=cfg.attention,
                    lora_rank=lc.rank),
@@ -397,8 +448,10 @@ def report(p: dict) -> str:
     tr, sc, m = p["train"], p["score"], p["model"]
     mesh = " x ".join(f"{k}={v}" for k, v in p["mesh"].items())
     what = f"LoRA rank {m['lora_rank']}" if m["lora_rank"] else "full fine-tuning"
-    compiler = ("the TPU compiler (libtpu) on the abstract topology" if p["target_compiler"] else
-                "XLA CPU on simulated devices: the figures approximate the target compiler")
+    compiler = {"tpu": "the TPU compiler (libtpu) on the abstract topology",
+                "cpu": "XLA CPU on simulated devices (the target's own compiler)",
+                "gpu": "XLA CPU on simulated devices standing in for the GPU's (jax has no abstract GPU backend): "
+                       "argument bytes and FLOPs are exact, memory is estimated"}[p.get("platform", "tpu")]
     mfu = f"{100 * p['mfu']:.0f}% MFU"
     counted = "" if tr["flops"] is None else f" (compiled count {_flops(tr['flops'])}: XLA counts a loop body once)"
     lines = [
@@ -416,7 +469,8 @@ def report(p: dict) -> str:
         f"  FLOPs               {_flops(tr['flops_analytic'])} analytic{counted}; needed {_flops(tr['flops_needed'])}",
         f"  step time           {_seconds(tr['step_s_at_peak'])} at peak, {_seconds(tr['step_s_at_mfu'])} at {mfu}",
         "",
-        f"scorer, batch {sc['batch']} x length {sc['length']}, per device:",
+        f"scorer, batch {sc['batch']} x length {sc['length']}, per device"
+        + (f" ({p['score_depth']}):" if p.get("score_depth") and p["score_depth"] != p["depth"] else ":"),
         *_memory(sc, sc["batch"], p["hbm"]),
         f"  FLOPs               {_flops(sc['flops_analytic'])} a batch; {_seconds(sc['batch_s_at_mfu'])} at {mfu}",
         "",

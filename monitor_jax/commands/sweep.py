@@ -87,6 +87,7 @@ def _sweep(config, flags) -> int:
     config_path, cli = flags["config"].config_filename, dict(flags["config"].override_values or {})
     grid, names = sweep_grid(config)
     s = config.sweep
+    paired = sweeps.check_paired(s.paired, sweeps.grid_labels(grid, names), "sweep.paired")
     runs = sweeps.expand(grid, list(s.seeds), names)
     sweep_dir = Path(config.workdir).resolve()
     # Each run's config must hold up before anything starts. The device count is the mesh's own product
@@ -111,7 +112,7 @@ def _sweep(config, flags) -> int:
     lines = [shlex.join(cmd) for cmd in commands]
     grid_record = [[k, v, names[k]] if k in names else [k, v] for k, v in grid.items()]   # names label the report
     record = dict(config=str(Path(config_path).resolve()), flags=cli, grid=grid_record,
-                  seeds=list(s.seeds), runs=[dict(name=r.name, overrides=r.overrides, workdir=c.workdir,
+                  seeds=list(s.seeds), paired=[list(p) for p in paired], runs=[dict(name=r.name, overrides=r.overrides, workdir=c.workdir,
                                                   steps=c.train.steps, command=line)
                                              for (r, c), line in zip(plans, lines)])
     _write(sweep_dir / "sweep.json", json.dumps(record, indent=2) + "\n")

@@ -5,6 +5,8 @@
     compiled_stats(compiled)      arguments, outputs, temporaries, aliases, peak, FLOPs, bytes accessed
     by_layers(a, b, la, lb, n)    a figure measured at la and lb layers, extrapolated to n (linear in layers,
                                   growing at least by what a layer must hold)
+    held_by_layers(a, b, ...)     the same, growing by exactly what a layer holds (a compiler that reuses the
+                                  layers' transients: a GPU's, planned on CPU)
     largest_batch(...)            the largest batch under a memory limit, from two measured batch sizes
     search_largest_batch(...)     that estimate compiled, and corrected by secant until a compiled batch fits
 
@@ -116,6 +118,28 @@ def by_layers(a: Stats, b: Stats, layers_a: int, layers_b: int, layers: int,
     total = a.total + max(growth, floor) * (layers - layers_a)
     out["temporaries"] = total - out["arguments"] - out["outputs"] + out["aliased"]
     return Stats(**out), floored
+
+
+def held_by_layers(a: Stats, b: Stats, layers_a: int, layers_b: int, layers: int, held_per_layer: float) -> Stats:
+    """Figures measured with `layers_a` < `layers_b` layers, extrapolated to `layers` for a compiler that reuses
+    one layer's transient buffers for the next: every further layer adds its arguments (parameters, optimizer
+    state), outputs not written into donated arguments, and `held_per_layer` (what the program keeps of it
+    besides its arguments: its gradients and its saved input in a train step, nothing in a forward pass); the
+    transients of the layer being computed are those of the `layers_a`-layer program, which holds them once.
+
+    This is how a GPU is planned on simulated CPU devices: the CPU compiler's temporaries grow far more a layer
+    than a layer keeps (Qwen3-8B at 8 rows of 2048 tokens a device: about 6 GiB a layer in the train step, where
+    a rematerialised layer keeps 0.125 GiB of input), so its own growth would say a GPU node cannot hold what
+    it can (docs/scaling.md). The arguments, outputs, aliases and FLOPs are extrapolated linearly (exact);
+    XLA CPU's "peak" (its arguments) is not carried over."""
+    fields = [f.name for f in dataclasses.fields(Stats)]
+    per_layer = {k: (getattr(b, k) - getattr(a, k)) / (layers_b - layers_a) for k in fields}
+    out = {k: getattr(a, k) + per_layer[k] * (layers - layers_a) for k in fields}
+    kept = per_layer["arguments"] + per_layer["outputs"] - per_layer["aliased"] + held_per_layer
+    total = a.arguments + a.outputs + a.temporaries - a.aliased + kept * (layers - layers_a)
+    out["temporaries"] = total - out["arguments"] - out["outputs"] + out["aliased"]
+    out["peak"] = 0.0
+    return Stats(**out)
 
 
 def largest_batch(total_small: float, total_large: float, batch_small: int, batch_large: int, limit: float,

@@ -2,7 +2,8 @@
 accelerators of a given memory and peak (simulated CPU devices standing in for them).
 
     tpu_target("v5e-64")      -> 64 abstract v5e chips (16 GiB, 197 TFLOP/s bf16 each), the TPU compiler
-    device_target(8, 80, 989) -> 8 simulated devices; the CPU compiler approximates the target's
+    device_target(8, 80, 989) -> 8 GPUs on simulated CPU devices; the CPU compiler stands in for the GPU's
+    device_target(8, 16, 197, platform="cpu") -> 8 CPU devices, compiled by their own compiler
 
 TPU slice names count chips for v5e/v6e (one TensorCore a chip) and TensorCores for v4/v5p (two a chip, one
 "megacore" device), as Cloud TPU names them. The topology shapes and wrap-arounds are the ones Cloud TPU slices
@@ -54,11 +55,17 @@ class Target:
     hbm_bytes: int               # per device
     peak_flops: float            # per device, dense bf16
     hosts: int
-    target_compiler: bool        # True: the target's own compiler (TPU); False: CPU standing in for it
+    platform: str                # tpu | gpu | cpu: what the devices are (a GPU is compiled for on CPU devices)
 
     @property
     def num_devices(self) -> int:
         return len(self.devices)
+
+    @property
+    def target_compiler(self) -> bool:
+        """Whether the programs are compiled by the target's own compiler (TPU, CPU) or by XLA CPU standing in
+        for it (a GPU: jax has no abstract GPU backend)."""
+        return self.platform != "gpu"
 
 
 def slice_shape(name: str) -> tuple[str, Chip, tuple[int, ...]]:
@@ -98,15 +105,18 @@ def tpu_target(name: str) -> Target:
                           f"without one needs libtpu: pip install -e '.[tpu]'") from None
     devices = tuple(topo.devices)
     hosts = len({d.process_index for d in devices})
-    return Target(name, devices, chip.hbm_bytes, chip.peak_flops, hosts, target_compiler=True)
+    return Target(name, devices, chip.hbm_bytes, chip.peak_flops, hosts, platform="tpu")
 
 
-def device_target(num_devices: int, hbm_gib: float, peak_tflops: float) -> Target:
-    """`num_devices` accelerators of `hbm_gib` and `peak_tflops` each, compiled on this process's CPU devices
-    (the process must have been started with that many: XLA_FLAGS=--xla_force_host_platform_device_count)."""
+def device_target(num_devices: int, hbm_gib: float, peak_tflops: float, platform: str = "gpu") -> Target:
+    """`num_devices` GPUs (or CPU devices: `platform="cpu"`) of `hbm_gib` and `peak_tflops` each, compiled on this
+    process's CPU devices (the process must have been started with that many:
+    XLA_FLAGS=--xla_force_host_platform_device_count)."""
+    if platform not in ("gpu", "cpu"):
+        raise ConfigError(f"--platform={platform!r}: --devices plans for gpu or cpu devices")
     cpus = jax.devices("cpu")
     if len(cpus) < num_devices:
         raise ConfigError(f"--devices={num_devices}: this process has {len(cpus)} CPU devices; start it with "
                           f"XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} (the plan command does)")
     name = f"{num_devices} x {hbm_gib:g} GiB, {peak_tflops:g} TFLOP/s"
-    return Target(name, tuple(cpus[:num_devices]), int(hbm_gib * GIB), peak_tflops * 1e12, 1, target_compiler=False)
+    return Target(name, tuple(cpus[:num_devices]), int(hbm_gib * GIB), peak_tflops * 1e12, 1, platform=platform)

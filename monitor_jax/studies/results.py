@@ -1,4 +1,5 @@
-"""A sweep's results: one row per (run, eval set) from each run's final report, a table and figures.
+"""A sweep's results: one row per (run, eval set) from each run's final report, a table and figures, and paired
+differences across a grid key (per seed on the same rows, with a paired bootstrap interval of their mean).
 
 The rows come from `WORKDIR/runs/NAME/eval/STEPS/report.json` (what `train` writes after its last step) and
 the training curves from each run's `metrics.jsonl`. Unfinished runs and runs without an evaluation are
@@ -10,7 +11,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import matplotlib
 
@@ -18,15 +19,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sklearn import metrics as skm  # noqa: E402
+
+from monitor_jax.errors import MetricError  # noqa: E402
+from monitor_jax.eval.metrics import resampled_metrics, resamples  # noqa: E402
 from monitor_jax.eval.results import EvalResult  # noqa: E402
+from monitor_jax.studies.sweep import check_paired, grid_labels, label  # noqa: E402
 
 METRICS = ("auroc", "tpr_at_1pct_fpr", "accuracy")
-
-
-def _label(value: Any, names: list[str] | None, values: list) -> str:
-    if names is not None:
-        return names[values.index(value)]
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str]]:
@@ -44,7 +44,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
         if not report.is_file():
             notes.append(f"run {run['name']} has no evaluation at step {run['steps']} (eval.tasks empty?)")
             continue
-        overrides = {k: _label(run["overrides"][k], names.get(k), grid[k]) for k in grid}
+        overrides = {k: label(run["overrides"][k], names.get(k), grid[k]) for k in grid}
         seed = run["overrides"].get("seed")
         for s in EvalResult.from_json(json.loads(report.read_text())).sets:
             row = dict(run=run["name"], **overrides, seed=seed, eval_set=s.name, domain=s.domain, heldout=s.heldout,
@@ -53,8 +53,126 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
                 for part, v in s.metrics[m].to_json().items():
                     row[m if part == "value" else f"{m}_{part}"] = v
             rows.append(row)
-    labels = {k: [_label(v, names.get(k), grid[k]) for v in grid[k]] for k in grid}
-    return rows, labels, notes
+    return rows, grid_labels(grid, names), notes
+
+
+# ------------------------------------------------------------------ paired differences across a grid key
+PAIRED_SAMPLES = 1000
+
+
+def _set_scores(run: Mapping[str, Any], eval_set: str) -> dict[str, tuple[int, float, float]]:
+    """{row id: (label, log-odds, P(positive))} of one eval set from a run's final scores.jsonl."""
+    path = Path(run["workdir"]) / "eval" / str(run["steps"]) / "scores.jsonl"
+    if not path.is_file():
+        raise MetricError(f"{path}: missing; the paired difference needs each run's per-row scores")
+    out = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["name"] == eval_set:
+                out[str(r["id"])] = (int(r["label"]), float(r["score"]), float(r["p_positive"]))
+    if not out:
+        raise MetricError(f"{path}: no rows of eval set {eval_set!r}")
+    return out
+
+
+def paired_auroc_difference(pairs: list[tuple[dict, dict]], samples: int = PAIRED_SAMPLES,
+                            what: str = "") -> dict[str, Any]:
+    """AUROC(treatment) - AUROC(baseline) for each (treatment scores, baseline scores) pair (one per seed, each
+    {row id: (label, score, p)} on the same rows), their mean, and a paired bootstrap 95% interval of the mean:
+    each resample draws one set of rows per seed and scores both runs of that seed on it, so what the two runs
+    share (the rows) cancels; the seeds are held fixed (two or three seeds are too few to resample)."""
+    per_pair, draws = [], []
+    for i, (a, b) in enumerate(pairs):
+        if set(a) != set(b):
+            raise MetricError(f"{what}: the runs scored different rows ({len(set(a) ^ set(b))} ids in one only); "
+                              f"a paired difference needs the same evaluation rows")
+        ids = sorted(a)
+        labels = np.array([a[k][0] for k in ids])
+        if any(a[k][0] != b[k][0] for k in ids):
+            raise MetricError(f"{what}: the runs gave the same row different labels")
+        sa, pa = (np.array([a[k][j] for k in ids]) for j in (1, 2))
+        sb, pb = (np.array([b[k][j] for k in ids]) for j in (1, 2))
+        auroc_a, auroc_b = skm.roc_auc_score(labels, sa), skm.roc_auc_score(labels, sb)
+        per_pair.append(dict(treatment=float(auroc_a), baseline=float(auroc_b), difference=float(auroc_a - auroc_b),
+                             n=len(ids)))
+        idx = resamples(labels, samples, seed=i)
+        chunk = max(1, min(100, 2_000_000 // len(labels)))
+        draws.append(np.concatenate([resampled_metrics(labels, sa, pa, idx[lo:lo + chunk])["auroc"]
+                                     - resampled_metrics(labels, sb, pb, idx[lo:lo + chunk])["auroc"]
+                                     for lo in range(0, samples, chunk)]))
+    low, high = np.percentile(np.mean(draws, axis=0), [2.5, 97.5])
+    return dict(per_seed=per_pair, mean=float(np.mean([p["difference"] for p in per_pair])), low=float(low),
+                high=float(high))
+
+
+def paired(sweep_dir: str | Path, rows: list[dict], labels: Mapping[str, list[str]], key: str, treatment: str,
+           baseline: str, samples: int | None = None) -> tuple[list[dict], list[str]]:
+    """For each eval set and each setting of the other grid keys: per seed, AUROC with `key` = `treatment`
+    minus with `key` = `baseline` (paired_auroc_difference). Returns (results, notes); a seed with only one
+    of the two runs finished is named in the notes, not dropped silently."""
+    record = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    runs = {r["name"]: r for r in record["runs"]}
+    others = [k for k in labels if k != key]
+    groups: dict[tuple, dict[Any, dict[str, str]]] = {}
+    for r in rows:
+        if r[key] in (treatment, baseline):
+            setting = (r["eval_set"], tuple(r[k] for k in others))
+            groups.setdefault(setting, {}).setdefault(r["seed"], {})[r[key]] = r["run"]
+    out, notes = [], []
+    for (eval_set, other), by_seed in groups.items():
+        where = ", ".join(f"{k}={v}" for k, v in zip(others, other))
+        seeds = sorted((s for s, d in by_seed.items() if len(d) == 2), key=lambda s: (s is None, s))
+        for s, d in by_seed.items():
+            if len(d) < 2:
+                notes.append(f"{key}: {treatment} - {baseline} on {eval_set}{' (' + where + ')' if where else ''}, "
+                             f"seed {s}: only {next(iter(d.values()))} has results")
+        if not seeds:
+            continue
+        what = f"{key}={treatment} - {baseline}, eval set {eval_set}"
+        diff = paired_auroc_difference([(_set_scores(runs[by_seed[s][treatment]], eval_set),
+                                         _set_scores(runs[by_seed[s][baseline]], eval_set)) for s in seeds],
+                                       samples or PAIRED_SAMPLES, what)
+        for s, p in zip(seeds, diff["per_seed"]):
+            p["seed"] = s
+        out.append(dict(key=key, treatment=treatment, baseline=baseline, eval_set=eval_set,
+                        others=dict(zip(others, other)), **diff))
+    return out, notes
+
+
+def write_paired(results: list[dict], notes: list[str], out: Path) -> str:
+    """paired.csv (one row per seed and one for the mean) and paired.md; returns the markdown."""
+    columns = ["key", "treatment", "baseline", "eval_set", "others", "seed", "auroc_treatment", "auroc_baseline",
+               "difference", "low", "high", "n"]
+    lines = ["# Paired differences", "", "AUROC with the treatment minus with the baseline, per seed on the same "
+             "rows; the interval is a paired bootstrap 95% interval of the mean over seeds (rows resampled, the same "
+             f"resample for both runs of a seed; seeds held fixed; {PAIRED_SAMPLES} resamples).", ""]
+    with open(out / "paired.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        spec = None
+        for r in results:
+            if (r["key"], r["treatment"], r["baseline"]) != spec:
+                spec = (r["key"], r["treatment"], r["baseline"])
+                lines += [f"## {r['key']}: {r['treatment']} - {r['baseline']}", "",
+                          "| eval set | other settings | per seed: treatment - baseline = difference | mean "
+                          "difference [95%] |", "| --- | --- | --- | --- |"]
+            other = ", ".join(f"{k}={v}" for k, v in r["others"].items()) or "-"
+            per_seed = "; ".join(f"seed {p['seed']}: {p['treatment']:.3f} - {p['baseline']:.3f} = "
+                                 f"{p['difference']:+.3f}" for p in r["per_seed"])
+            lines.append(f"| {r['eval_set']} | {other} | {per_seed} | {r['mean']:+.3f} [{r['low']:+.3f}, "
+                         f"{r['high']:+.3f}] |")
+            base = dict(key=r["key"], treatment=r["treatment"], baseline=r["baseline"], eval_set=r["eval_set"],
+                        others=other)
+            for p in r["per_seed"]:
+                writer.writerow(dict(base, seed=p["seed"], auroc_treatment=p["treatment"],
+                                     auroc_baseline=p["baseline"], difference=p["difference"], n=p["n"]))
+            writer.writerow(dict(base, seed="mean", difference=r["mean"], low=r["low"], high=r["high"]))
+        lines.append("")
+    lines += [f"- {n}" for n in notes]
+    text = "\n".join(lines) + "\n"
+    (out / "paired.md").write_text(text)
+    return text
 
 
 def _fmt(row: dict, m: str) -> str:
@@ -198,12 +316,27 @@ def write_hparams(sweep_dir: Path, rows: list[dict], labels: dict[str, list[str]
             w.add_hparams(hparams, {"hparam/mean_auroc": float(np.mean([r["auroc"] for r in mine]))}, name="hparams")
 
 
-def report(sweep_dir: str | Path) -> tuple[Path, list[dict], list[str]]:
+def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], list[str]]:
+    """results.csv/.md, the figures, and for each (grid key, treatment, baseline) of `paired_specs` and of the
+    sweep's own `sweep.paired` the paired differences (paired.csv/.md)."""
     sweep_dir = Path(sweep_dir)
     rows, labels, notes = collect(sweep_dir)
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    specs = check_paired(record.get("paired", []), labels, "sweep.paired") + check_paired(paired_specs, labels,
+                                                                                          "--paired")
     out = sweep_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
     write_tables(rows, labels, notes, out)
+    if specs:
+        results, paired_notes = [], []
+        for spec in dict.fromkeys(specs):
+            r, n = paired(sweep_dir, rows, labels, *spec)
+            results += r
+            paired_notes += n
+        write_paired(results, paired_notes, out)
+    else:                                   # an earlier call's comparison is not this call's result
+        for stale in (out / "paired.md", out / "paired.csv"):
+            stale.unlink(missing_ok=True)
     if rows:
         for key in labels:
             if _numeric(labels[key]) and len(labels[key]) > 1:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from monitor_jax.errors import ConfigError
 from monitor_jax.settings import setting
 
 
@@ -35,6 +36,9 @@ class SweepConfig:
     grid: tuple = setting((), "((config key, (values)) or (key, (values), (display names)), ...): every "
                           "combination", check=False)
     seeds: tuple = setting((), "each seed sets `seed` and `data.seed` (() = the config's own)", check=False)
+    paired: tuple = setting((), "((grid key, treatment, baseline), ...): `report` adds AUROC(treatment) - "
+                            "AUROC(baseline) per seed on the same rows, their mean and a paired bootstrap interval "
+                            "(values as the report labels them: display names where given)", check=False)
     executor: str = setting("local", "local: run them here | slurm | kubernetes: write the spec, print how to "
                             "submit", choices=EXECUTORS)
     parallel: int = setting(1, "local: runs at once; run slot k gets devices[k::parallel] in device_env", low=1)
@@ -46,6 +50,37 @@ class SweepConfig:
     image: str = setting("", "kubernetes: an image with monitor_jax installed and WORKDIR mounted at its path")
     resources: dict = setting({}, "kubernetes: the container's resources, e.g. {'limits': {'nvidia.com/gpu': 1}}",
                               check=False)
+
+
+def label(value: Any, names: list[str] | None, values: list) -> str:
+    """A grid value as the report shows it: its display name where given."""
+    if names is not None:
+        return names[values.index(value)]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_labels(grid: Mapping[str, list], names: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """{grid key: its values' labels as the report shows them (display names where given)}."""
+    return {k: [label(v, names.get(k), grid[k]) for v in grid[k]] for k in grid}
+
+
+def check_paired(specs, labels: Mapping[str, list[str]], where: str) -> list[tuple[str, str, str]]:
+    """`specs` ((grid key, treatment label, baseline label), ...) checked against the grid's labels."""
+    out = []
+    for i, spec in enumerate(specs):
+        if not (isinstance(spec, (list, tuple)) and len(spec) == 3 and all(isinstance(x, str) for x in spec)):
+            raise ConfigError(f"{where}[{i}]={spec!r} must be (grid key, treatment, baseline) as strings")
+        key, treatment, baseline = spec
+        if key not in labels:
+            raise ConfigError(f"{where}[{i}]: {key!r} is not a grid key of this sweep ({', '.join(labels) or 'none'})")
+        for v in (treatment, baseline):
+            if v not in labels[key]:
+                raise ConfigError(f"{where}[{i}]: {v!r} is not one of {key}'s values as the report labels them "
+                                  f"({', '.join(labels[key])})")
+        if treatment == baseline:
+            raise ConfigError(f"{where}[{i}]: the treatment and the baseline are both {treatment!r}")
+        out.append((key, treatment, baseline))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
