@@ -207,8 +207,8 @@ def train_step(rt: "Runtime", opt: optax.GradientTransformation):
 
 
 def loop_config(c: Config) -> LoopConfig:
-    """The loop's settings: the `train` section and `eval.every`."""
-    return section(c, "train", eval_every=c.eval.every)
+    """The loop's settings: the `train` section, `eval.every` and `eval.before`."""
+    return section(c, "train", eval_every=c.eval.every, eval_before=c.eval.before)
 
 
 def task_names(c: Config) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from monitor_jax import assemble
 from monitor_jax.config import validate
@@ -104,11 +105,16 @@ def test_a_mode_registered_by_a_test_evaluates_a_set_end_to_end(swapped, tmp_pat
     assert "accuracy_calibrated" in swap.metrics          # its calibration rows went through the mode too
     assert result.flat["eval/chem_swapped/mean_log_odds"] == pytest.approx(np.mean(swap.scores.log_odds))
     assert result.flat["eval/mean_heldout_auroc"] == swap.auroc.value
+    # The length-only baseline: each prompt's tokens before any cut as the score (the same rows in both sets).
+    lengths = [len(ex.tokens) + ex.truncated_tokens for ex in evaluator.sets[0].examples]
+    assert single.length_auroc == swap.length_auroc == pytest.approx(roc_auc_score(single.scores.labels, lengths))
 
     out = write_report(result, tmp_path / "report", title="swapped")
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"][1]["mode"] == "swapped" and report["tasks"][1]["offset"] == 0.5
     assert "Swapped labels:\n\n- chem_swapped: offset 0.5" in (out / "report.md").read_text()
+    assert f"| {single.length_auroc:.3f} |" in (out / "report.md").read_text()
+    assert report["tasks"][0]["length_auroc"] == single.length_auroc
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert [r.get("swapped") for r in rows] == [None] * 16 + [True] * 16
     assert (out / "roc_by_domain.png").stat().st_size > 0

@@ -41,8 +41,9 @@ def _params(run_dir):
     return ocp.PyTreeCheckpointer().restore(Path(run_dir) / "checkpoints" / "4" / "state")["params"]
 
 
-# The end-to-end sweeps train LoRA runs: a sweep resumes, skips and reports them like any run.
-LORA = ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.optim.lr=1e-2"]
+# The end-to-end sweeps train LoRA runs: a sweep resumes, skips and reports them like any run. Their runs skip
+# the evaluation before training (eval.before=False: a study scores the base model once with `eval`).
+LORA = ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.optim.lr=1e-2", "--config.eval.before=False"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,7 @@ def test_a_ratio_sweep_runs_then_reports(swept, demo_tokenizer):
     assert sorted(p.name for p in (work / "runs").iterdir()) == names
     for name in names:
         assert (work / "runs" / name / "checkpoints" / "4").is_dir()
+        assert sorted(p.name for p in (work / "runs" / name / "eval").iterdir()) == ["4"]   # no step-0 report
         assert any((work / "runs" / name / "tensorboard").iterdir())
 
     report = subprocess.run([sys.executable, "-m", "monitor_jax.main", "report", f"--sweep={work}",

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from monitor_jax.data.sources import describe
@@ -40,6 +41,8 @@ class EvalConfig:
     tasks: list = setting([], "[{'task', 'source', 'heldout', 'calibration', 'name', 'mode', ...}]: the eval sets "
                           "(docs/tasks.md)", check=False)
     every: int = setting(0, "steps between evaluations during training (0 = before and after only)", low=0)
+    before: bool = setting(True, "evaluate before the first step (the zero-shot row). A sweep's runs share it: "
+                           "a study sets False and scores the base model once with `eval`")
     batch_size: int = setting(32, "rows per scoring batch", low=1)
     buckets: tuple = setting((128, 256, 512), "prompt-length buckets (one compilation each)", low=1)
     bootstrap: int = setting(1000, "resamples for the 95% intervals (0 = none)", low=0)
@@ -146,9 +149,11 @@ def _result(s: EvalSet, scores: Scores, label_mass: float, metrics: dict) -> Set
     positive, negative = s.mode.labels(s)
     rows = RowScores([r.get("id", i) for i, r in enumerate(s.rows)], labels, scores.log_odds, scores.p_positive,
                      [ex.truncated_tokens for ex in s.examples], scores.row_extras)
+    lengths = [len(ex.tokens) + ex.truncated_tokens for ex in s.examples]      # before any cut
     return SetResult(name=s.name, task=s.task.name, domain=s.task.domain, heldout=s.heldout, mode=s.mode.name,
                      prompt=" / ".join(f"{role}: {text}" for role, text in s.task.messages), positive=positive,
                      negative=negative, n=len(labels), truncated=s.truncated, label_mass=label_mass,
                      loss=binary_cross_entropy(labels, scores.p_positive),
-                     metrics={k: Interval(**m) for k, m in metrics.items()}, extras=scores.extras,
+                     metrics={k: Interval(**m) for k, m in metrics.items()},
+                     length_auroc=float(roc_auc_score(labels, lengths)), extras=scores.extras,
                      extra_metrics=scores.metrics, scores=rows)

@@ -26,21 +26,24 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "", sourc
     report = dict(title=title, source=source, **result.to_json())
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     lines = [f"# {title or 'Evaluation'}", "", f"Parameters: {source or title}; training step {result.step}.", "",
-             "| eval set | domain | held out | n | truncated | label mass | " + " | ".join(HEADLINE) + " |",
-             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
+             "| eval set | domain | held out | n | truncated | label mass | " + " | ".join(HEADLINE)
+             + " | length-only AUROC |", "| --- | --- | --- | --- | --- | --- | "
+             + " | ".join("---" for _ in HEADLINE) + " | --- |"]
     for s in result.sets:
         cells = []
         for k in HEADLINE:
             m = s.metrics[k]
             cells.append(f"{m.value:.3f}" + (f" [{m.low:.3f}, {m.high:.3f}]" if m.has_interval else ""))
         lines.append(f"| {s.name} | {s.domain} | {'yes' if s.heldout else 'no'} | {s.n} | "
-                     f"{s.truncated} | {s.label_mass:.3f} | " + " | ".join(cells) + " |")
+                     f"{s.truncated} | {s.label_mass:.3f} | " + " | ".join(cells) + f" | {s.length_auroc:.3f} |")
     for mode in modes.registered():   # each mode's own section, over its sets
         mine = [s for s in result.sets if s.mode == mode.name]
         if mine:
             lines += mode.report_lines(mine)
     lines += ["", "Intervals: bootstrap 95%. Truncated: rows whose content was shortened to fit the largest bucket. "
-              "Label mass: mean P(positive) + P(negative) over the vocabulary at the answer position.",
+              "Label mass: mean P(positive) + P(negative) over the vocabulary at the answer position. Length-only "
+              "AUROC: the prompt's length in tokens (before any cut) as the score, longer = positive; far from 0.5 "
+              "either way, length alone separates the set.",
               "", "Prompts:", ""] + [f"- `{s.name}` (task `{s.task}`): {s.prompt!r} → {s.positive!r} / "
                                      f"{s.negative!r}" for s in result.sets]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -80,6 +80,9 @@ class SetResult:
     label_mass: float           # mean P(positive) + P(negative) over the vocabulary at the answer position
     loss: float                 # binary cross-entropy of P(positive) over the two labels
     metrics: dict[str, Interval]
+    # The length-only baseline: AUROC of each row's prompt length in tokens (before any cut), longer = positive.
+    # Far from 0.5 either way, length alone separates the set (below 0.5: shorter rows are the positives).
+    length_auroc: float = float("nan")
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     scores: RowScores | None = None
@@ -112,7 +115,7 @@ class SetResult:
     def from_json(cls, d: Mapping[str, Any]) -> "SetResult":
         """A report.json entry; the fields an older or hand-written report lacks take `_UNKNOWN`'s values
         (name, domain, heldout, n and metrics are required)."""
-        full = {**_UNKNOWN, **d}
+        full = {**_UNKNOWN, **{k: v for k, v in d.items() if v is not None or k not in _UNKNOWN}}
         return cls(**{k: full[k] for k in _JSON_FIELDS if k != "metrics"},
                    metrics={k: Interval.from_json(m) for k, m in d["metrics"].items()},
                    extras={k: v for k, v in d.items() if k not in _JSON_FIELDS})
@@ -120,9 +123,9 @@ class SetResult:
 
 # report.json's fields of a set, in its order (then the mode's extras)
 _JSON_FIELDS = ("name", "task", "domain", "heldout", "mode", "prompt", "positive", "negative", "n", "truncated",
-                "label_mass", "loss", "metrics")
+                "label_mass", "loss", "length_auroc", "metrics")
 _UNKNOWN = dict(task="", mode="", prompt="", positive="", negative="", truncated=0, label_mass=float("nan"),
-                loss=float("nan"))
+                loss=float("nan"), length_auroc=float("nan"))
 
 
 @dataclasses.dataclass

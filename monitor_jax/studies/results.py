@@ -48,7 +48,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
         seed = run["overrides"].get("seed")
         for s in EvalResult.from_json(json.loads(report.read_text())).sets:
             row = dict(run=run["name"], **overrides, seed=seed, eval_set=s.name, domain=s.domain, heldout=s.heldout,
-                       n=s.n)
+                       n=s.n, length_auroc=s.length_auroc)
             for m in METRICS:
                 for part, v in s.metrics[m].to_json().items():
                     row[m if part == "value" else f"{m}_{part}"] = v
@@ -183,20 +183,23 @@ def _fmt(row: dict, m: str) -> str:
 def write_tables(rows: list[dict], labels: dict[str, list[str]], notes: list[str], out: Path) -> None:
     keys = list(labels)
     columns = ["run", *keys, "seed", "eval_set", "domain", "heldout", "n"] + [
-        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+        f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")] + ["length_auroc"]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({c: r.get(c) for c in columns})
     lines = ["# Sweep results", "", "| run | " + " | ".join(keys) + " | seed | eval set | held out | n | AUROC | "
-             "TPR at 1% FPR | accuracy |", "| --- | " + " | ".join("---" for _ in keys) + " | --- | --- | --- | --- | "
-             "--- | --- | --- |"]
+             "TPR at 1% FPR | accuracy | length-only AUROC |", "| --- | " + " | ".join("---" for _ in keys)
+             + " | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         seed = r["seed"] if r["seed"] is not None else "-"
         lines.append(f"| {r['run']} | " + " | ".join(str(r[k]) for k in keys) + f" | {seed} | {r['eval_set']} | "
-                     f"{'yes' if r['heldout'] else 'no'} | {r['n']} | " + " | ".join(_fmt(r, m) for m in METRICS) + " |")
-    lines += ["", "Intervals: bootstrap 95% of each run's own evaluation."] + [f"- {n}" for n in notes]
+                     f"{'yes' if r['heldout'] else 'no'} | {r['n']} | " + " | ".join(_fmt(r, m) for m in METRICS)
+                     + f" | {r['length_auroc']:.3f} |")
+    lines += ["", "Intervals: bootstrap 95% of each run's own evaluation. Length-only AUROC: the prompt's length in "
+              "tokens as the score, longer = positive (far from 0.5 either way, length alone separates the set)."
+              ] + [f"- {n}" for n in notes]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -42,7 +42,8 @@ class NonFiniteLoss(NonFiniteError):
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
-    """The `train` config section (the loop's, the batch size and checkpoint keeping), plus `eval.every`."""
+    """The `train` config section (the loop's, the batch size and checkpoint keeping), plus `eval.every` and
+    `eval.before`."""
     steps: int = setting(1000, "the run's total optimizer steps", low=1)
     batch_size: int = setting(32, "rows per step, over all processes (classification + instruction)", low=1)
     log_every: int = setting(10, "steps between logged metrics", low=1)
@@ -55,6 +56,7 @@ class LoopConfig:
     run_steps: int = setting(0, "stop this process after this many steps (0 = run to the end)", low=0)
     export_hf: str = setting("", "write a Hugging Face checkpoint here at the end")
     eval_every: int = 0                 # eval.every: 0 = evaluate only before and after
+    eval_before: bool = True            # eval.before: evaluate before the first step
 
 
 @dataclasses.dataclass
@@ -176,7 +178,7 @@ def train_loop(state: TrainState, start: int, step_fn: Callable, data_iter, mesh
                                 f"saving; the last good checkpoint is step {mngr.latest_step()} in {mngr.directory}")
         return {**metrics, **host}
 
-    eval_before = evaluate(start) if evaluator and start == 0 else None
+    eval_before = evaluate(start) if evaluator and start == 0 and loop.eval_before else None
     end = loop.steps if not loop.run_steps else min(loop.steps, start + loop.run_steps)
     jitted = None
     pending = None                      # (step, metrics on device, host stats) checked one step late

@@ -1,0 +1,21 @@
+"""Dilution on the real SmolLM2-135M-Instruct: configs/paper/dilution.py (per-source vs pooled loss normalisation
+at r = 0.25 and 0.75) with configs/real_study.py's LoRA settings, 32 steps of 8 rows, two seeds.
+
+Budget (this 2-core CPU): 256 steps of about 10 s and eight evaluations: about 65 minutes.
+
+    python -m monitor_jax.main eval --config=configs/paper/dilution_real.py      # the zero-shot row
+    python -m monitor_jax.main sweep --config=configs/paper/dilution_real.py
+    python -m monitor_jax.main report --sweep=runs/dilution_real      # paired: per_source - pooled, at each r
+"""
+import runpy
+from pathlib import Path
+
+_here = Path(__file__).resolve().parent
+_study = runpy.run_path(str(_here.parent / "real_study.py"))
+_paper = runpy.run_path(str(_here / "dilution.py"))
+
+
+def get_config():
+    c = _study["real"](_paper["get_config"](), "runs/dilution_real", steps=32)
+    c.sweep.paired = (("loss.normalization", "per_source", "pooled"),)
+    return c
