@@ -343,6 +343,9 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds:
                                    _saved_input_bytes(cfg, batch, t, split_accum), full_depth, held(batch))
 
     train, how = train_at(b)
+    if gpu and cfg.remat != "full" and how:
+        how += (f"; model.remat={cfg.remat}: what a layer keeps for the backward pass depends on the policy, so the "
+                f"train step's memory is the CPU compiler's own (likely well above a GPU's; docs/scaling.md)")
     train2 = train_at(2 * b)[0] if isinstance(train, Stats) else None
     row_floor = cfg.num_layers * _saved_input_bytes(cfg, 1, t, split_accum)
     train_figures = _figures(train, train2, b, target.hbm_bytes, multiple, row_floor)
