@@ -6,7 +6,8 @@
 Each cell is one `plan` command (configs/scale.py: batch 64 x length 2048, FSDP over every device, full remat;
 full fine-tuning with float32 parameters computing in bfloat16, LoRA rank 16 on a bfloat16 base), run as its own
 process with --output=DIR/MODEL.TARGET.MODE.json; a cell whose JSON is there is not planned again (delete it to
-redo); --jobs plans that many cells at once (a compile uses about one core). TPU targets need libtpu (`pip install -e '.[tpu]'`); GPU nodes compile on simulated CPU devices.
+redo); --jobs plans that many cells at once (a compile uses about one core). TPU targets need libtpu (`pip install -e '.[tpu]'`); GPU nodes compile on simulated CPU devices, their memory estimated by layer
+(docs/scaling.md).
 The default cells are the questions docs/scaling.md answers (each
 deep-model cell compiles 8 programs, about a minute each with the TPU compiler on 2 cores; --all is 40 cells).
 Prints a markdown table per device: parameters + optimizer state, XLA's total, fit, largest batch, step time
