@@ -331,19 +331,18 @@ def plan(c, target: Target, mfu: float, full_depth: bool = False, search_rounds:
     # remat a layer holds its gradients and its input; under another policy what the policy saves, which only
     # the compile knows, so the CPU compiler's own growth is used and the plan says so.
     gpu = target.platform == "gpu"
-    grads_per_layer = _trained_bytes_per_layer(c, cfg, mesh, bytes_per_device(params)) if gpu else 0.0
+    by_held = gpu and cfg.remat == "full"
+    grads_per_layer = _trained_bytes_per_layer(c, cfg, mesh, bytes_per_device(params)) if by_held else 0.0
 
     def held(batch: int) -> float | None:
-        if not gpu or cfg.remat != "full":
-            return None
-        return grads_per_layer + _saved_input_bytes(cfg, batch, t, split_accum)
+        return grads_per_layer + _saved_input_bytes(cfg, batch, t, split_accum) if by_held else None
 
     def train_at(batch: int) -> tuple[Stats | str, str]:
         return _measure_or_refusal(lambda m: compile_train(c, m, mesh, batch)[0], cfg,
                                    _saved_input_bytes(cfg, batch, t, split_accum), full_depth, held(batch))
 
     train, how = train_at(b)
-    if gpu and cfg.remat != "full" and how:
+    if gpu and not by_held and how:
         how += (f"; model.remat={cfg.remat}: what a layer keeps for the backward pass depends on the policy, so the "
                 f"train step's memory is the CPU compiler's own (likely well above a GPU's; docs/scaling.md)")
     train2 = train_at(2 * b)[0] if isinstance(train, Stats) else None

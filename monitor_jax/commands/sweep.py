@@ -112,9 +112,9 @@ def _sweep(config, flags) -> int:
     lines = [shlex.join(cmd) for cmd in commands]
     grid_record = [[k, v, names[k]] if k in names else [k, v] for k, v in grid.items()]   # names label the report
     record = dict(config=str(Path(config_path).resolve()), flags=cli, grid=grid_record,
-                  seeds=list(s.seeds), paired=[list(p) for p in paired], runs=[dict(name=r.name, overrides=r.overrides, workdir=c.workdir,
-                                                  steps=c.train.steps, command=line)
-                                             for (r, c), line in zip(plans, lines)])
+                  seeds=list(s.seeds), paired=[list(p) for p in paired],
+                  runs=[dict(name=r.name, overrides=r.overrides, workdir=c.workdir, steps=c.train.steps, command=line)
+                        for (r, c), line in zip(plans, lines)])
     _write(sweep_dir / "sweep.json", json.dumps(record, indent=2) + "\n")
     _write(sweep_dir / "commands.txt", "\n".join(lines) + "\n")
     _write(sweep_dir / "slurm.sh", sweeps.slurm_script(lines, sweep_dir, dict(s.sbatch)))

@@ -141,17 +141,24 @@ def resampled_metrics(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray,
     return out
 
 
-def bootstrap(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray, threshold: float | None = None,
-              samples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Percentile 95% intervals of every metric over `samples` resamples with replacement, in chunks of
-    resamples that keep each [chunk, distinct scores] array near 2M values (16 MB)."""
-    idx = resamples(np.asarray(labels).astype(int), samples, seed)
+def resampled_in_chunks(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray, idx: np.ndarray,
+                        threshold: float | None = None) -> dict[str, np.ndarray]:
+    """`resampled_metrics` over every resample of `idx`, in chunks of resamples that keep each [chunk, distinct
+    scores] array near 2M values (16 MB)."""
     chunk = max(1, min(100, 2_000_000 // len(labels)))
     chunks: dict[str, list[np.ndarray]] = {}
-    for lo in range(0, samples, chunk):
+    for lo in range(0, len(idx), chunk):
         for k, v in resampled_metrics(labels, scores, probs, idx[lo:lo + chunk], threshold).items():
             chunks.setdefault(k, []).append(v)
-    low_high = {k: np.percentile(np.concatenate(v), [2.5, 97.5]) for k, v in chunks.items()}
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def bootstrap(labels: np.ndarray, scores: np.ndarray, probs: np.ndarray, threshold: float | None = None,
+              samples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile 95% intervals of every metric over `samples` resamples with replacement."""
+    idx = resamples(np.asarray(labels).astype(int), samples, seed)
+    low_high = {k: np.percentile(v, [2.5, 97.5])
+                for k, v in resampled_in_chunks(labels, scores, probs, idx, threshold).items()}
     return {k: (float(lo), float(hi)) for k, (lo, hi) in low_high.items()}
 
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from monitor_jax.errors import MetricError  # noqa: E402
-from monitor_jax.eval.metrics import resampled_metrics, resamples  # noqa: E402
+from monitor_jax.eval.metrics import resampled_in_chunks, resamples  # noqa: E402
 from monitor_jax.eval.results import EvalResult  # noqa: E402
 from monitor_jax.studies.sweep import check_paired, grid_labels, label  # noqa: E402
 
@@ -60,20 +60,23 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
 PAIRED_SAMPLES = 1000
 
 
-def _set_scores(run: Mapping[str, Any], eval_set: str) -> dict[str, tuple[int, float, float]]:
-    """{row id: (label, log-odds, P(positive))} of one eval set from a run's final scores.jsonl."""
+def _set_scores(run: Mapping[str, Any], eval_set: str, cache: dict) -> dict[str, tuple[int, float, float]]:
+    """{row id: (label, log-odds, P(positive))} of one eval set from a run's final scores.jsonl (each file read
+    once into `cache`: {path: {eval set: rows}})."""
     path = Path(run["workdir"]) / "eval" / str(run["steps"]) / "scores.jsonl"
-    if not path.is_file():
-        raise MetricError(f"{path}: missing; the paired difference needs each run's per-row scores")
-    out = {}
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["name"] == eval_set:
-                out[str(r["id"])] = (int(r["label"]), float(r["score"]), float(r["p_positive"]))
-    if not out:
+    if path not in cache:
+        if not path.is_file():
+            raise MetricError(f"{path}: missing; the paired difference needs each run's per-row scores")
+        by_set: dict[str, dict] = {}
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                by_set.setdefault(r["name"], {})[str(r["id"])] = (int(r["label"]), float(r["score"]),
+                                                                  float(r["p_positive"]))
+        cache[path] = by_set
+    if eval_set not in cache[path]:
         raise MetricError(f"{path}: no rows of eval set {eval_set!r}")
-    return out
+    return cache[path][eval_set]
 
 
 def paired_auroc_difference(pairs: list[tuple[dict, dict]], samples: int = PAIRED_SAMPLES,
@@ -97,22 +100,21 @@ def paired_auroc_difference(pairs: list[tuple[dict, dict]], samples: int = PAIRE
         per_pair.append(dict(treatment=float(auroc_a), baseline=float(auroc_b), difference=float(auroc_a - auroc_b),
                              n=len(ids)))
         idx = resamples(labels, samples, seed=i)
-        chunk = max(1, min(100, 2_000_000 // len(labels)))
-        draws.append(np.concatenate([resampled_metrics(labels, sa, pa, idx[lo:lo + chunk])["auroc"]
-                                     - resampled_metrics(labels, sb, pb, idx[lo:lo + chunk])["auroc"]
-                                     for lo in range(0, samples, chunk)]))
+        draws.append(resampled_in_chunks(labels, sa, pa, idx)["auroc"]
+                     - resampled_in_chunks(labels, sb, pb, idx)["auroc"])
     low, high = np.percentile(np.mean(draws, axis=0), [2.5, 97.5])
     return dict(per_seed=per_pair, mean=float(np.mean([p["difference"] for p in per_pair])), low=float(low),
                 high=float(high))
 
 
-def paired(sweep_dir: str | Path, rows: list[dict], labels: Mapping[str, list[str]], key: str, treatment: str,
-           baseline: str, samples: int | None = None) -> tuple[list[dict], list[str]]:
+def paired(runs: Mapping[str, Mapping[str, Any]], rows: list[dict], labels: Mapping[str, list[str]], key: str,
+           treatment: str, baseline: str, samples: int | None = None,
+           cache: dict | None = None) -> tuple[list[dict], list[str]]:
     """For each eval set and each setting of the other grid keys: per seed, AUROC with `key` = `treatment`
-    minus with `key` = `baseline` (paired_auroc_difference). Returns (results, notes); a seed with only one
-    of the two runs finished is named in the notes, not dropped silently."""
-    record = json.loads((Path(sweep_dir) / "sweep.json").read_text())
-    runs = {r["name"]: r for r in record["runs"]}
+    minus with `key` = `baseline` (paired_auroc_difference); `runs`: sweep.json's runs by name, `cache`: the
+    scores already read (_set_scores). Returns (results, notes); a seed with only one of the two runs finished
+    is named in the notes, not dropped silently."""
+    cache = {} if cache is None else cache
     others = [k for k in labels if k != key]
     groups: dict[tuple, dict[Any, dict[str, str]]] = {}
     for r in rows:
@@ -130,8 +132,8 @@ def paired(sweep_dir: str | Path, rows: list[dict], labels: Mapping[str, list[st
         if not seeds:
             continue
         what = f"{key}={treatment} - {baseline}, eval set {eval_set}"
-        diff = paired_auroc_difference([(_set_scores(runs[by_seed[s][treatment]], eval_set),
-                                         _set_scores(runs[by_seed[s][baseline]], eval_set)) for s in seeds],
+        diff = paired_auroc_difference([(_set_scores(runs[by_seed[s][treatment]], eval_set, cache),
+                                         _set_scores(runs[by_seed[s][baseline]], eval_set, cache)) for s in seeds],
                                        samples or PAIRED_SAMPLES, what)
         for s, p in zip(seeds, diff["per_seed"]):
             p["seed"] = s
@@ -331,9 +333,10 @@ def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], li
     out.mkdir(parents=True, exist_ok=True)
     write_tables(rows, labels, notes, out)
     if specs:
-        results, paired_notes = [], []
+        results, paired_notes, cache = [], [], {}
+        runs = {r["name"]: r for r in record["runs"]}
         for spec in dict.fromkeys(specs):
-            r, n = paired(sweep_dir, rows, labels, *spec)
+            r, n = paired(runs, rows, labels, *spec, cache=cache)
             results += r
             paired_notes += n
         write_paired(results, paired_notes, out)
