@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from monitor_jax.config import ConfigError, changed_keys, sweep_grid, validate
 from monitor_jax.studies import sweep as sweeps
@@ -283,7 +284,8 @@ def _fake_sweep(root, seeds=(0, 1), n=60, skip=()):
             score = labels * signal_ + rng.normal(size=n)
             metric = lambda v: dict(value=v, low=v, high=v)  # noqa: E731
             tasks.append(dict(name=name, domain=name, heldout=False, n=n,
-                              metrics=dict(auroc=metric(0.5), tpr_at_1pct_fpr=metric(0.1), accuracy=metric(0.5))))
+                              metrics=dict(auroc=metric(float(roc_auc_score(labels, score))),
+                                           tpr_at_1pct_fpr=metric(0.1), accuracy=metric(0.5))))
             lines += [json.dumps(dict(id=f"{name}-{i}", name=name, task="t", label=int(labels[i]), score=float(score[i]),
                                       p_positive=float(1 / (1 + np.exp(-score[i]))), truncated=0)) for i in range(n)]
         (workdir / "eval" / "4" / "report.json").write_text(json.dumps(dict(tasks=tasks)))
@@ -302,8 +304,6 @@ def test_the_paired_difference_is_per_seed_on_the_same_rows_with_a_paired_bootst
     """Per seed, AUROC(375 steps) - AUROC(300) from the runs' own scores; the mean over seeds; the interval
     recomputed directly: per resample, the same rows for both runs of a seed (scikit-learn's AUROC on each),
     averaged over the seeds, 2.5th and 97.5th percentiles."""
-    from sklearn.metrics import roc_auc_score
-
     from monitor_jax.eval.metrics import resamples
     from monitor_jax.studies import results
 
@@ -341,6 +341,37 @@ def test_the_paired_difference_is_per_seed_on_the_same_rows_with_a_paired_bootst
     (tmp_path / "sweep.json").write_text(json.dumps(dict(record, paired=[["train.steps", "375", "300"]])))
     report(tmp_path)
     assert (out / "paired.md").read_text() == text
+
+
+def test_the_summary_shows_each_settings_seeds_and_mean_beside_the_zero_shot_auroc(tmp_path):
+    """summary.csv/.md: per eval set and setting, each seed's AUROC (the runs' own, recomputed here from their
+    scores) and their mean; the base model's zero-shot AUROC from the sweep's eval/base/report.json, not shown
+    where it scored other rows; its absence is said."""
+    from monitor_jax.studies.results import report
+
+    record = _fake_sweep(tmp_path)
+    out, _, _ = report(tmp_path)
+    assert "no zero-shot evaluation in this sweep's directory" in (out / "summary.md").read_text()
+    (tmp_path / "eval" / "base").mkdir(parents=True)
+    tasks = [dict(name=name, domain=name, heldout=False, n=n,
+                  metrics={m: dict(value=0.45, low=0.3, high=0.6) for m in ("auroc", "tpr_at_1pct_fpr", "accuracy")})
+             for name, n in (("chem", 60), ("inverted", 30))]
+    (tmp_path / "eval" / "base" / "report.json").write_text(json.dumps(dict(tasks=tasks)))
+    out, _, _ = report(tmp_path)
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    runs = {(r["overrides"]["train.steps"], r["overrides"]["seed"]): r for r in record["runs"]}
+    assert [(r["eval_set"], r["train.steps"]) for r in rows] == [
+        ("chem", "300"), ("chem", "375"), ("inverted", "300"), ("inverted", "375")]
+    for r in rows:
+        per_seed = [roc_auc_score(*_scores(runs[(int(r["train.steps"]), s)], r["eval_set"])) for s in (0, 1)]
+        assert r["seeds"] == "0;1"
+        assert [float(v) for v in r["auroc_per_seed"].split(";")] == pytest.approx(per_seed, abs=1e-6)
+        assert float(r["auroc_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
+        assert r["zero_shot_auroc"] == ("0.45" if r["eval_set"] == "chem" else "")
+    text = (out / "summary.md").read_text()
+    assert "| chem | no | nan | 0.450 [0.300, 0.600] | " in text
+    assert "| inverted | no | nan | - | " in text
+    assert "inverted: the zero-shot evaluation scored 30 rows, the runs 60: not the same rows" in text
 
 
 def test_a_paired_difference_names_what_is_missing_or_wrong(tmp_path):

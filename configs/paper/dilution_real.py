@@ -1,7 +1,7 @@
 """Dilution on the real SmolLM2-135M-Instruct: configs/paper/dilution.py (per-source vs pooled loss normalisation
-at r = 0.25 and 0.75) with configs/real_study.py's LoRA settings, 32 steps of 8 rows, two seeds.
+at r = 0.25 and 0.75) with configs/real_study.py's LoRA settings, 48 steps of 8 rows, two seeds.
 
-Budget (this 2-core CPU): 256 steps of about 10 s and eight evaluations: about 65 minutes.
+Budget (this 2-core CPU): 384 steps of about 6 s and eight evaluations of about 2 minutes: about 55 minutes.
 
     python -m monitor_jax.main eval --config=configs/paper/dilution_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/dilution_real.py
@@ -16,6 +16,6 @@ _paper = runpy.run_path(str(_here / "dilution.py"))
 
 
 def get_config():
-    c = _study["real"](_paper["get_config"](), "runs/dilution_real", steps=32)
+    c = _study["real"](_paper["get_config"](), "runs/dilution_real", steps=48)
     c.sweep.paired = (("loss.normalization", "per_source", "pooled"),)
     return c

@@ -1,7 +1,7 @@
 """Instruction-following mixed in on the real SmolLM2-135M-Instruct: configs/paper/instruction_mixed.py (r = 1.0,
-0.75, 0.5; the prompt-change sets) with configs/real_study.py's LoRA settings, 40 steps of 8 rows, two seeds.
+0.75, 0.5; the prompt-change sets) with configs/real_study.py's LoRA settings, 64 steps of 8 rows, two seeds.
 
-Budget (this 2-core CPU): 240 steps of about 10 s and six evaluations: about 65 minutes.
+Budget (this 2-core CPU): 384 steps of about 6 s and six evaluations of about 2.5 minutes: about 55 minutes.
 
     python -m monitor_jax.main eval --config=configs/paper/instruction_mixed_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/instruction_mixed_real.py
@@ -16,6 +16,6 @@ _paper = runpy.run_path(str(_here / "instruction_mixed.py"))
 
 
 def get_config():
-    c = _study["real"](_paper["get_config"](), "runs/instruction_mixed_real", steps=40)
+    c = _study["real"](_paper["get_config"](), "runs/instruction_mixed_real", steps=64)
     c.sweep.paired = (("data.mixing.value", "0.75", "1"), ("data.mixing.value", "0.5", "1"))
     return c

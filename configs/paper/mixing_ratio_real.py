@@ -1,8 +1,8 @@
 """The mixing-ratio grid on the real SmolLM2-135M-Instruct: configs/paper/mixing_ratio.py (r = 0.25, 0.5, 0.75,
-1.0; the demo's trained and held-out sets) with configs/real_study.py's LoRA settings, 32 steps of 8 rows,
+1.0; the demo's trained and held-out sets) with configs/real_study.py's LoRA settings, 48 steps of 8 rows,
 two seeds.
 
-Budget (this 2-core CPU): 256 steps of about 10 s and eight evaluations: about 65 minutes.
+Budget (this 2-core CPU): 384 steps of about 6 s and eight evaluations of about 2 minutes: about 55 minutes.
 
     python -m monitor_jax.main eval --config=configs/paper/mixing_ratio_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/mixing_ratio_real.py
@@ -17,6 +17,6 @@ _paper = runpy.run_path(str(_here / "mixing_ratio.py"))
 
 
 def get_config():
-    c = _study["real"](_paper["get_config"](), "runs/mixing_ratio_real", steps=32)
+    c = _study["real"](_paper["get_config"](), "runs/mixing_ratio_real", steps=48)
     c.sweep.paired = tuple(("data.mixing.value", r, "1") for r in ("0.25", "0.5", "0.75"))
     return c

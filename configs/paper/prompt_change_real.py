@@ -1,9 +1,9 @@
 """The prompt change on the real SmolLM2-135M-Instruct: configs/paper/prompt_change.py (classification only, r = 1;
 chem_harm, cyber_harm and the held-out agent domain each under its training, paraphrased and inverted prompt)
-with configs/real_study.py's LoRA settings, 128 steps of 8 rows, two seeds.
+with configs/real_study.py's LoRA settings, 192 steps of 8 rows, two seeds.
 
-Budget (this 2-core CPU): about 10 s a LoRA step at 8 x 128 (docs/benchmarks.md, LoRA) and one evaluation of
-9 x 48 rows plus the 21 trajectories a run: about 25 minutes a run, 50 for the sweep.
+Budget (this 2-core CPU): about 6 s a LoRA step at 8 x 128 (measured on these configs) and one evaluation of
+9 x 48 rows plus the 21 trajectories a run (about 2.5 minutes): about 22 minutes a run, 45 for the sweep.
 
     python -m monitor_jax.main eval --config=configs/paper/prompt_change_real.py      # the zero-shot row, once
     python -m monitor_jax.main sweep --config=configs/paper/prompt_change_real.py
@@ -21,5 +21,5 @@ _paper = runpy.run_path(str(_here / "prompt_change.py"))
 
 
 def get_config():
-    c = _study["real"](_paper["get_config"](), "runs/prompt_change_real", steps=128)
+    c = _study["real"](_paper["get_config"](), "runs/prompt_change_real", steps=192)
     return c

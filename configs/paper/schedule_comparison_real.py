@@ -1,8 +1,8 @@
 """Mixing schedules on the real SmolLM2-135M-Instruct: configs/paper/schedule_comparison.py (constant 0.75,
-linear 1.0 -> 0.5, staged 1.0 then 0.625: the same mean share) with configs/real_study.py's LoRA settings, 40
+linear 1.0 -> 0.5, staged 1.0 then 0.625: the same mean share) with configs/real_study.py's LoRA settings, 64
 steps of 8 rows, two seeds.
 
-Budget (this 2-core CPU): 240 steps of about 10 s and six evaluations: about 65 minutes.
+Budget (this 2-core CPU): 384 steps of about 6 s and six evaluations of about 2.5 minutes: about 55 minutes.
 
     python -m monitor_jax.main eval --config=configs/paper/schedule_comparison_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/schedule_comparison_real.py
@@ -15,7 +15,7 @@ _here = Path(__file__).resolve().parent
 _study = runpy.run_path(str(_here.parent / "real_study.py"))
 _paper = runpy.run_path(str(_here / "schedule_comparison.py"))
 
-STEPS = 40
+STEPS = 64
 
 
 def get_config():

@@ -4,7 +4,9 @@ One row per (run, eval set) from each run's final evaluation: the run's grid val
 1% FPR and accuracy with their bootstrap intervals. Figures: AUROC against each numeric grid key per eval set
 (interval bands), a heatmap of training setting x eval set, and the training curves (total, per-task
 classification and instruction loss). Each run's overrides and mean AUROC also go to its TensorBoard
-directory (HParams), so `tensorboard --logdir DIR/runs` shows the runs side by side.
+directory (HParams), so `tensorboard --logdir DIR/runs` shows the runs side by side. summary.md/.csv: per eval
+set, each setting's mean AUROC over seeds beside each seed's value, next to the base model's zero-shot AUROC
+when DIR holds it (`eval --config=THE SWEEP'S CONFIG --config.workdir=DIR` writes DIR/eval/base/report.json).
 
     report --sweep=DIR --paired=train.steps:375:300     # or the sweep's own sweep.paired
 
@@ -34,6 +36,7 @@ def run(config, flags) -> int:
         specs.append(tuple(parts))
     out, rows, notes = report(sweep_dir, specs)
     print((out / "results.md").read_text())
+    print((out / "summary.md").read_text())
     if (out / "paired.md").is_file():             # written by this report (a stale one is removed)
         print((out / "paired.md").read_text())
     print(f"{len(rows)} rows; results and figures in {out}")

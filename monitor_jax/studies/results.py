@@ -1,4 +1,5 @@
-"""A sweep's results: one row per (run, eval set) from each run's final report, a table and figures, and paired
+"""A sweep's results: one row per (run, eval set) from each run's final report, a table and figures, a summary
+(each setting's mean over seeds beside each seed's value and the base model's zero-shot AUROC), and paired
 differences across a grid key (per seed on the same rows, with a paired bootstrap interval of their mean).
 
 The rows come from `WORKDIR/runs/NAME/eval/STEPS/report.json` (what `train` writes after its last step) and
@@ -27,6 +28,9 @@ from monitor_jax.eval.results import EvalResult  # noqa: E402
 from monitor_jax.studies.sweep import check_paired, grid_labels, label  # noqa: E402
 
 METRICS = ("auroc", "tpr_at_1pct_fpr", "accuracy")
+# What `eval --config=THE SWEEP'S CONFIG` writes in the sweep's work directory: the base model on the same eval
+# sets. A study with eval.before=False scores it once this way instead of once a run.
+ZERO_SHOT = Path("eval") / "base" / "report.json"
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str]]:
@@ -177,6 +181,72 @@ def write_paired(results: list[dict], notes: list[str], out: Path) -> str:
     return text
 
 
+def zero_shot(sweep_dir: Path) -> dict[str, Any]:
+    """{eval set: its SetResult} of the base model's evaluation in the sweep's directory (ZERO_SHOT), or {}."""
+    path = sweep_dir / ZERO_SHOT
+    if not path.is_file():
+        return {}
+    return {s.name: s for s in EvalResult.from_json(json.loads(path.read_text())).sets}
+
+
+def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[str, Any], notes: list[str],
+                  out: Path) -> str:
+    """summary.csv and summary.md: per eval set, its length-only and zero-shot AUROC (`base`, when the sweep's
+    directory has it), then per setting of the grid keys the mean AUROC over seeds beside each seed's value
+    (one seed, or none: the value and its bootstrap interval). Returns the markdown."""
+    keys = list(labels)
+    settings = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
+    sets = list(dict.fromkeys(r["eval_set"] for r in rows))
+    table_notes = []
+    columns = ["eval_set", "heldout", *keys, "seeds", "auroc_mean", "auroc_per_seed", "zero_shot_auroc",
+               "zero_shot_low", "zero_shot_high", "length_auroc"]
+    head = " | ".join(", ".join(f"{k}={v}" for k, v in zip(keys, setting)) or "runs" for setting in settings)
+    lines = ["# Summary", "", "AUROC per eval set: the base model's zero-shot value (bootstrap 95%), then each "
+             "setting's mean over seeds with each seed's value in brackets (one run: its bootstrap 95% interval). "
+             "Paired differences with their intervals: paired.md.", "",
+             f"| eval set | held out | length-only | zero-shot | {head} |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in settings) + " |"]
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for name in sets:
+            mine = [r for r in rows if r["eval_set"] == name]
+            zs = base.get(name)
+            if zs is not None and zs.n != mine[0]["n"]:
+                table_notes.append(f"{name}: the zero-shot evaluation scored {zs.n} rows, the runs {mine[0]['n']}: "
+                                   f"not the same rows, so the zero-shot value is not shown")
+                zs = None
+            zero = {f"zero_shot_{'auroc' if k == 'value' else k}": v
+                    for k, v in zs.auroc.to_json().items()} if zs is not None else {}
+            cells = []
+            for setting in settings:
+                sel = sorted((r for r in mine if tuple(r[k] for k in keys) == setting),
+                             key=lambda r: (r["seed"] is None, r["seed"]))
+                if not sel:
+                    cells.append("-")
+                    continue
+                mean = float(np.mean([r["auroc"] for r in sel]))
+                if len(sel) == 1:
+                    cells.append(_fmt(sel[0], "auroc"))
+                else:
+                    cells.append(f"{mean:.3f} (" + ", ".join(f"s{r['seed']} {r['auroc']:.3f}" for r in sel) + ")")
+                writer.writerow(dict(eval_set=name, heldout=mine[0]["heldout"], **dict(zip(keys, setting)),
+                                     seeds=";".join(str(r["seed"]) for r in sel), auroc_mean=mean,
+                                     auroc_per_seed=";".join(f"{r['auroc']:.6f}" for r in sel),
+                                     length_auroc=mine[0]["length_auroc"], **zero))
+            zero_cell = "-" if zs is None else f"{zs.auroc.value:.3f}" + (
+                f" [{zs.auroc.low:.3f}, {zs.auroc.high:.3f}]" if zs.auroc.has_interval else "")
+            lines.append(f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | {mine[0]['length_auroc']:.3f} | "
+                         f"{zero_cell} | " + " | ".join(cells) + " |")
+    if not base:
+        table_notes.append(f"no zero-shot evaluation in this sweep's directory ({ZERO_SHOT}: run `eval` with the "
+                           f"sweep's config and --config.workdir set to this directory)")
+    lines += [""] + [f"- {n}" for n in table_notes + notes]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
 def _fmt(row: dict, m: str) -> str:
     v, lo, hi = row[m], row[f"{m}_low"], row[f"{m}_high"]
     return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
@@ -213,9 +283,10 @@ def _numeric(labels: list[str]) -> bool:
         return False
 
 
-def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path: Path) -> None:
+def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path: Path,
+                 base: Mapping[str, Any] | None = None) -> None:
     """AUROC against a numeric grid key, one line per eval set (mean over seeds and the other keys), with the
-    mean bootstrap interval as a band."""
+    mean bootstrap interval as a band, and each set's zero-shot AUROC (`base`) as a dashed line of its colour."""
     xs = labels[key]
     sets = list(dict.fromkeys(r["eval_set"] for r in rows))
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -232,10 +303,12 @@ def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path:
         line, = ax.plot(p[:, 0], p[:, 1], marker="o", label=name)
         if np.isfinite(p[:, 2:]).all():
             ax.fill_between(p[:, 0], p[:, 2], p[:, 3], color=line.get_color(), alpha=0.15)
+        if base and name in base:
+            ax.axhline(base[name].auroc.value, color=line.get_color(), lw=0.8, ls="--")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel(key)
     ax.set_ylabel("AUROC (bootstrap 95% band)")
-    ax.set_title(f"AUROC against {key}")
+    ax.set_title(f"AUROC against {key}" + (" (dashed: zero-shot)" if base else ""))
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -322,7 +395,7 @@ def write_hparams(sweep_dir: Path, rows: list[dict], labels: dict[str, list[str]
 
 
 def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], list[str]]:
-    """results.csv/.md, the figures, and for each (grid key, treatment, baseline) of `paired_specs` and of the
+    """results.csv/.md, summary.csv/.md, the figures, and for each (grid key, treatment, baseline) of `paired_specs` and of the
     sweep's own `sweep.paired` the paired differences (paired.csv/.md)."""
     sweep_dir = Path(sweep_dir)
     rows, labels, notes = collect(sweep_dir)
@@ -332,6 +405,8 @@ def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], li
     out = sweep_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
     write_tables(rows, labels, notes, out)
+    base = zero_shot(sweep_dir)
+    write_summary(rows, labels, base, notes, out)
     if specs:
         results, paired_notes, cache = [], [], {}
         runs = {r["name"]: r for r in record["runs"]}
@@ -346,7 +421,7 @@ def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], li
     if rows:
         for key in labels:
             if _numeric(labels[key]) and len(labels[key]) > 1:
-                plot_against(rows, labels, key, out / f"auroc_vs_{key.replace('.', '_')}.png")
+                plot_against(rows, labels, key, out / f"auroc_vs_{key.replace('.', '_')}.png", base)
         plot_heatmap(rows, labels, out / "heatmap.png")
         write_hparams(sweep_dir, rows, labels)
     plot_training(sweep_dir, out / "training_curves.png")
