@@ -358,6 +358,12 @@ def test_the_summary_shows_each_settings_seeds_and_mean_beside_the_zero_shot_aur
              for name, n in (("chem", 60), ("inverted", 30))]
     (tmp_path / "eval" / "base" / "report.json").write_text(json.dumps(dict(tasks=tasks)))
     out, _, _ = report(tmp_path)
+    assert "eval/base/scores.jsonl: missing, so no change from zero-shot" in (out / "summary.md").read_text()
+    labels, base_score = np.tile([0, 1], 30), np.random.default_rng(3).normal(size=60)
+    (tmp_path / "eval" / "base" / "scores.jsonl").write_text("".join(
+        json.dumps(dict(id=f"chem-{i}", name="chem", task="t", label=int(labels[i]), score=float(base_score[i]),
+                        p_positive=0.5, truncated=0)) + "\n" for i in range(60)))
+    out, _, _ = report(tmp_path)
     rows = list(csv.DictReader(open(out / "summary.csv")))
     runs = {(r["overrides"]["train.steps"], r["overrides"]["seed"]): r for r in record["runs"]}
     assert [(r["eval_set"], r["train.steps"]) for r in rows] == [
@@ -368,7 +374,14 @@ def test_the_summary_shows_each_settings_seeds_and_mean_beside_the_zero_shot_aur
         assert [float(v) for v in r["auroc_per_seed"].split(";")] == pytest.approx(per_seed, abs=1e-6)
         assert float(r["auroc_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
         assert r["zero_shot_auroc"] == ("0.45" if r["eval_set"] == "chem" else "")
+        if r["eval_set"] == "chem":         # the change from zero-shot: the same rows' base scores, per seed
+            change = np.mean(per_seed) - roc_auc_score(labels, base_score)
+            assert float(r["vs_zero_shot"]) == pytest.approx(change, abs=1e-12)
+            assert float(r["vs_zero_shot_low"]) < change < float(r["vs_zero_shot_high"])
+        else:
+            assert r["vs_zero_shot"] == ""
     text = (out / "summary.md").read_text()
+    assert "## Change from zero-shot" in text
     assert "| chem | no | nan | 0.450 [0.300, 0.600] | " in text
     assert "| inverted | no | nan | - | " in text
     assert "inverted: the zero-shot evaluation scored 30 rows, the runs 60: not the same rows" in text

@@ -6,7 +6,8 @@ One row per (run, eval set) from each run's final evaluation: the run's grid val
 classification and instruction loss). Each run's overrides and mean AUROC also go to its TensorBoard
 directory (HParams), so `tensorboard --logdir DIR/runs` shows the runs side by side. summary.md/.csv: per eval
 set, each setting's mean AUROC over seeds beside each seed's value, next to the base model's zero-shot AUROC
-when DIR holds it (`eval --config=THE SWEEP'S CONFIG --config.workdir=DIR` writes DIR/eval/base/report.json).
+when DIR holds it (`eval --config=THE SWEEP'S CONFIG --config.workdir=DIR` writes DIR/eval/base/), and each
+setting's change from zero-shot on the same rows with a paired bootstrap interval.
 
     report --sweep=DIR --paired=train.steps:375:300     # or the sweep's own sweep.paired
 

@@ -190,22 +190,36 @@ def zero_shot(sweep_dir: Path) -> dict[str, Any]:
 
 
 def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[str, Any], notes: list[str],
-                  out: Path) -> str:
+                  out: Path, runs: Mapping[str, Mapping[str, Any]] | None = None, base_dir: Path | None = None,
+                  cache: dict | None = None) -> str:
     """summary.csv and summary.md: per eval set, its length-only and zero-shot AUROC (`base`, when the sweep's
     directory has it), then per setting of the grid keys the mean AUROC over seeds beside each seed's value
-    (one seed, or none: the value and its bootstrap interval). Returns the markdown."""
+    (one seed, or none: the value and its bootstrap interval); and, where the base model's per-row scores are in
+    `base_dir` (its eval/base), each setting's change from zero-shot: per seed, the run's AUROC minus the base
+    model's on the same rows, with a paired bootstrap interval of the mean (paired_auroc_difference). `runs`:
+    sweep.json's runs by name. Returns the markdown."""
     keys = list(labels)
     settings = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
     sets = list(dict.fromkeys(r["eval_set"] for r in rows))
+    cache = {} if cache is None else cache
+    base_run = dict(workdir=str(base_dir), steps="base") if base_dir is not None else None
+    if base and base_run and not (base_dir / "eval" / "base" / "scores.jsonl").is_file():
+        notes = [f"{base_dir / 'eval' / 'base' / 'scores.jsonl'}: missing, so no change from zero-shot"] + notes
+        base_run = None
     table_notes = []
     columns = ["eval_set", "heldout", *keys, "seeds", "auroc_mean", "auroc_per_seed", "zero_shot_auroc",
-               "zero_shot_low", "zero_shot_high", "length_auroc"]
+               "zero_shot_low", "zero_shot_high", "vs_zero_shot", "vs_zero_shot_low", "vs_zero_shot_high",
+               "length_auroc"]
     head = " | ".join(", ".join(f"{k}={v}" for k, v in zip(keys, setting)) or "runs" for setting in settings)
+    rule = "| --- | --- | --- | --- | " + " | ".join("---" for _ in settings) + " |"
     lines = ["# Summary", "", "AUROC per eval set: the base model's zero-shot value (bootstrap 95%), then each "
              "setting's mean over seeds with each seed's value in brackets (one run: its bootstrap 95% interval). "
-             "Paired differences with their intervals: paired.md.", "",
-             f"| eval set | held out | length-only | zero-shot | {head} |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in settings) + " |"]
+             "Paired differences between settings with their intervals: paired.md.", "",
+             f"| eval set | held out | length-only | zero-shot | {head} |", rule]
+    delta_lines = ["", "## Change from zero-shot", "", "Each setting's AUROC minus the base model's on the same rows: "
+                   "the mean over seeds and a paired bootstrap 95% interval (rows resampled, the same resample for "
+                   f"the run and the base model; seeds held fixed; {PAIRED_SAMPLES} resamples).", "",
+                   f"| eval set | held out | length-only | zero-shot | {head} |", rule]
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -218,30 +232,43 @@ def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[
                 zs = None
             zero = {f"zero_shot_{'auroc' if k == 'value' else k}": v
                     for k, v in zs.auroc.to_json().items()} if zs is not None else {}
-            cells = []
+            cells, deltas = [], []
             for setting in settings:
                 sel = sorted((r for r in mine if tuple(r[k] for k in keys) == setting),
                              key=lambda r: (r["seed"] is None, r["seed"]))
                 if not sel:
                     cells.append("-")
+                    deltas.append("-")
                     continue
                 mean = float(np.mean([r["auroc"] for r in sel]))
                 if len(sel) == 1:
                     cells.append(_fmt(sel[0], "auroc"))
                 else:
                     cells.append(f"{mean:.3f} (" + ", ".join(f"s{r['seed']} {r['auroc']:.3f}" for r in sel) + ")")
+                delta = {}
+                if zs is not None and base_run is not None and runs is not None:
+                    try:
+                        d = paired_auroc_difference(
+                            [(_set_scores(runs[r["run"]], name, cache), _set_scores(base_run, name, cache))
+                             for r in sel], PAIRED_SAMPLES, f"{name}, {', '.join(r['run'] for r in sel)} - zero-shot")
+                        delta = dict(vs_zero_shot=d["mean"], vs_zero_shot_low=d["low"], vs_zero_shot_high=d["high"])
+                    except MetricError as e:
+                        table_notes.append(f"no change from zero-shot for {name}: {e}")
+                deltas.append(f"{delta['vs_zero_shot']:+.3f} [{delta['vs_zero_shot_low']:+.3f}, "
+                              f"{delta['vs_zero_shot_high']:+.3f}]" if delta else "-")
                 writer.writerow(dict(eval_set=name, heldout=mine[0]["heldout"], **dict(zip(keys, setting)),
                                      seeds=";".join(str(r["seed"]) for r in sel), auroc_mean=mean,
                                      auroc_per_seed=";".join(f"{r['auroc']:.6f}" for r in sel),
-                                     length_auroc=mine[0]["length_auroc"], **zero))
+                                     length_auroc=mine[0]["length_auroc"], **zero, **delta))
             zero_cell = "-" if zs is None else f"{zs.auroc.value:.3f}" + (
                 f" [{zs.auroc.low:.3f}, {zs.auroc.high:.3f}]" if zs.auroc.has_interval else "")
-            lines.append(f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | {mine[0]['length_auroc']:.3f} | "
-                         f"{zero_cell} | " + " | ".join(cells) + " |")
+            first = f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | {mine[0]['length_auroc']:.3f} | {zero_cell} | "
+            lines.append(first + " | ".join(cells) + " |")
+            delta_lines.append(first + " | ".join(deltas) + " |")
     if not base:
         table_notes.append(f"no zero-shot evaluation in this sweep's directory ({ZERO_SHOT}: run `eval` with the "
                            f"sweep's config and --config.workdir set to this directory)")
-    lines += [""] + [f"- {n}" for n in table_notes + notes]
+    lines += (delta_lines if base and base_run is not None else []) + [""] + [f"- {n}" for n in table_notes + notes]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -405,11 +432,10 @@ def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], li
     out = sweep_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
     write_tables(rows, labels, notes, out)
-    base = zero_shot(sweep_dir)
-    write_summary(rows, labels, base, notes, out)
+    runs, cache, base = {r["name"]: r for r in record["runs"]}, {}, zero_shot(sweep_dir)
+    write_summary(rows, labels, base, notes, out, runs, sweep_dir, cache)
     if specs:
-        results, paired_notes, cache = [], [], {}
-        runs = {r["name"]: r for r in record["runs"]}
+        results, paired_notes = [], []
         for spec in dict.fromkeys(specs):
             r, n = paired(runs, rows, labels, *spec, cache=cache)
             results += r
