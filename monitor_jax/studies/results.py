@@ -189,6 +189,15 @@ def zero_shot(sweep_dir: Path) -> dict[str, Any]:
     return {s.name: s for s in EvalResult.from_json(json.loads(path.read_text())).sets}
 
 
+def _vs_zero_shot(runs: list[Mapping[str, Any]], base_run: Mapping[str, Any], eval_set: str,
+                  cache: dict) -> dict[str, float]:
+    """The runs' (one per seed) AUROC minus the base model's on the same rows: mean and paired interval."""
+    d = paired_auroc_difference([(_set_scores(r, eval_set, cache), _set_scores(base_run, eval_set, cache))
+                                 for r in runs], PAIRED_SAMPLES,
+                                f"{eval_set}, {', '.join(r['name'] for r in runs)} - zero-shot")
+    return dict(vs_zero_shot=d["mean"], vs_zero_shot_low=d["low"], vs_zero_shot_high=d["high"])
+
+
 def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[str, Any], notes: list[str],
                   out: Path, runs: Mapping[str, Mapping[str, Any]] | None = None, base_dir: Path | None = None,
                   cache: dict | None = None) -> str:
@@ -248,10 +257,7 @@ def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[
                 delta = {}
                 if zs is not None and base_run is not None and runs is not None:
                     try:
-                        d = paired_auroc_difference(
-                            [(_set_scores(runs[r["run"]], name, cache), _set_scores(base_run, name, cache))
-                             for r in sel], PAIRED_SAMPLES, f"{name}, {', '.join(r['run'] for r in sel)} - zero-shot")
-                        delta = dict(vs_zero_shot=d["mean"], vs_zero_shot_low=d["low"], vs_zero_shot_high=d["high"])
+                        delta = _vs_zero_shot([runs[r["run"]] for r in sel], base_run, name, cache)
                     except MetricError as e:
                         table_notes.append(f"no change from zero-shot for {name}: {e}")
                 deltas.append(f"{delta['vs_zero_shot']:+.3f} [{delta['vs_zero_shot_low']:+.3f}, "
