@@ -159,6 +159,7 @@ def write_paired(results: list[dict], notes: list[str], out: Path) -> str:
         spec = None
         for r in results:
             if (r["key"], r["treatment"], r["baseline"]) != spec:
+                lines += [""] if spec is not None else []          # a blank line ends the last table
                 spec = (r["key"], r["treatment"], r["baseline"])
                 lines += [f"## {r['key']}: {r['treatment']} - {r['baseline']}", "",
                           "| eval set | other settings | per seed: treatment - baseline = difference | mean "
