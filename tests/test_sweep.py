@@ -6,6 +6,7 @@ import os
 import re
 import runpy
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,18 @@ def test_a_killed_sweep_is_completed_by_rerunning(swept, tmp_path, demo_tokenize
     straight, resumed = _params(work / "runs" / "value-0.5_seed-0"), _params(killed / "runs" / "value-0.5_seed-0")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), straight, resumed)
     assert all("['lora']" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(resumed)[0])
+
+    # Killed while evaluating after its last step (the final checkpoint saved, no report): not finished; the
+    # next sweep restores that step and evaluates, training nothing more.
+    run = killed / "runs" / "value-0.5_seed-0"
+    report = (run / "eval" / "4" / "report.json").read_text()
+    shutil.rmtree(run / "eval" / "4")
+    trained = (run / "metrics.jsonl").read_text().count('"train/loss"')
+    again = _sweep(killed, demo_tokenizer, *LORA, ratios=(0.5,))
+    assert again.returncode == 0 and "finished already" not in again.stdout, again.stdout[-2000:]
+    assert json.loads((run / "eval" / "4" / "report.json").read_text()) == json.loads(report)
+    assert (run / "metrics.jsonl").read_text().count('"train/loss"') == trained
+    assert "finished already (step 4), skipped" in _sweep(killed, demo_tokenizer, *LORA, ratios=(0.5,)).stdout
 
 
 def test_cluster_specs_run_each_run_once_with_its_local_command(tmp_path, demo_tokenizer):

@@ -131,7 +131,7 @@ def _sweep(config, flags) -> int:
         return EXIT_OK
     todo = []
     for (r, c), cmd in zip(plans, commands):
-        if sweeps.finished(c.workdir, c.train.steps):
+        if sweeps.finished(c.workdir, c.train.steps, evaluated=bool(c.eval.tasks)):
             print(f"sweep: run {r.name} finished already (step {c.train.steps}), skipped")
         else:
             todo.append((r.name, cmd, sweep_dir / "runs" / r.name / "train.log"))

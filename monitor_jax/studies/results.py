@@ -46,7 +46,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
             notes.append(f"run {run['name']} is not finished (no checkpoint at step {run['steps']})")
             continue
         if not report.is_file():
-            notes.append(f"run {run['name']} has no evaluation at step {run['steps']} (eval.tasks empty?)")
+            notes.append(f"run {run['name']} has no evaluation at step {run['steps']} (stopped while evaluating: "
+                         f"run the sweep again to evaluate it; or its eval.tasks is empty)")
             continue
         overrides = {k: label(run["overrides"][k], names.get(k), grid[k]) for k in grid}
         seed = run["overrides"].get("seed")

@@ -150,9 +150,13 @@ def command(run_dir: str | Path, python: str = "python") -> list[str]:
     return [python, "-m", "monitor_jax.main", "train", f"--config={Path(run_dir).resolve() / 'config.py'}"]
 
 
-def finished(workdir: str | Path, steps: int) -> bool:
-    """The run saved its final step (orbax renames a step directory into place only once it is complete)."""
-    return (Path(workdir) / "checkpoints" / str(steps)).is_dir()
+def finished(workdir: str | Path, steps: int, evaluated: bool = False) -> bool:
+    """The run saved its final step (orbax renames a step directory into place only once it is complete) and,
+    when it has eval sets (`evaluated`), wrote the final report: a run killed while evaluating after its last
+    step is not finished, and `train` run again restores that step and evaluates."""
+    w = Path(workdir)
+    return (w / "checkpoints" / str(steps)).is_dir() and (
+        not evaluated or (w / "eval" / str(steps) / "report.json").is_file())
 
 
 # What a run was written with: its full resolved config (JSON), kept beside its config.py. A run that started is
