@@ -395,8 +395,8 @@ def test_the_summary_shows_each_settings_seeds_and_mean_beside_the_zero_shot_aur
             assert r["vs_zero_shot"] == ""
     text = (out / "summary.md").read_text()
     assert "## Change from zero-shot" in text
-    assert "| chem | no | nan | 0.450 [0.300, 0.600] | " in text
-    assert "| inverted | no | nan | - | " in text
+    assert "| chem | no | - | 0.450 [0.300, 0.600] | " in text      # length-only: not in these reports
+    assert "| inverted | no | - | - | " in text
     assert "inverted: the zero-shot evaluation scored 30 rows, the runs 60: not the same rows" in text
 
 

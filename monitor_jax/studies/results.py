@@ -261,16 +261,19 @@ def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[
                     try:
                         delta = _vs_zero_shot([runs[r["run"]] for r in sel], base_run, name, cache)
                     except MetricError as e:
-                        table_notes.append(f"no change from zero-shot for {name}: {e}")
+                        table_notes.append(f"no change from zero-shot for {name} ({', '.join(map(str, setting))}): {e}")
                 deltas.append(f"{delta['vs_zero_shot']:+.3f} [{delta['vs_zero_shot_low']:+.3f}, "
                               f"{delta['vs_zero_shot_high']:+.3f}]" if delta else "-")
                 writer.writerow(dict(eval_set=name, heldout=mine[0]["heldout"], **dict(zip(keys, setting)),
                                      seeds=";".join(str(r["seed"]) for r in sel), auroc_mean=mean,
                                      auroc_per_seed=";".join(f"{r['auroc']:.6f}" for r in sel),
-                                     length_auroc=mine[0]["length_auroc"], **zero, **delta))
+                                     length_auroc=mine[0]["length_auroc"] if np.isfinite(mine[0]["length_auroc"])
+                                     else None, **zero, **delta))
             zero_cell = "-" if zs is None else f"{zs.auroc.value:.3f}" + (
                 f" [{zs.auroc.low:.3f}, {zs.auroc.high:.3f}]" if zs.auroc.has_interval else "")
-            first = f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | {mine[0]['length_auroc']:.3f} | {zero_cell} | "
+            length = mine[0]["length_auroc"]
+            first = (f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | "
+                     f"{f'{length:.3f}' if np.isfinite(length) else '-'} | {zero_cell} | ")
             lines.append(first + " | ".join(cells) + " |")
             delta_lines.append(first + " | ".join(deltas) + " |")
     if not base:
@@ -430,8 +433,8 @@ def write_hparams(sweep_dir: Path, rows: list[dict], labels: dict[str, list[str]
 
 
 def report(sweep_dir: str | Path, paired_specs=()) -> tuple[Path, list[dict], list[str]]:
-    """results.csv/.md, summary.csv/.md, the figures, and for each (grid key, treatment, baseline) of `paired_specs` and of the
-    sweep's own `sweep.paired` the paired differences (paired.csv/.md)."""
+    """results.csv/.md, summary.csv/.md, the figures, and for each (grid key, treatment, baseline) of
+    `paired_specs` and of the sweep's own `sweep.paired` the paired differences (paired.csv/.md)."""
     sweep_dir = Path(sweep_dir)
     rows, labels, notes = collect(sweep_dir)
     record = json.loads((sweep_dir / "sweep.json").read_text())
