@@ -30,10 +30,7 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "", sourc
              + " | length-only AUROC |", "| --- | --- | --- | --- | --- | --- | "
              + " | ".join("---" for _ in HEADLINE) + " | --- |"]
     for s in result.sets:
-        cells = []
-        for k in HEADLINE:
-            m = s.metrics[k]
-            cells.append(f"{m.value:.3f}" + (f" [{m.low:.3f}, {m.high:.3f}]" if m.has_interval else ""))
+        cells = [s.metrics[k].cell() for k in HEADLINE]
         lines.append(f"| {s.name} | {s.domain} | {'yes' if s.heldout else 'no'} | {s.n} | "
                      f"{s.truncated} | {s.label_mass:.3f} | " + " | ".join(cells) + f" | {s.length_auroc:.3f} |")
     for mode in modes.registered():   # each mode's own section, over its sets

@@ -45,6 +45,10 @@ class Interval:
     def to_json(self) -> dict[str, float | None]:
         return finite_or_null(dict(value=self.value, low=self.low, high=self.high))
 
+    def cell(self) -> str:
+        """'0.812 [0.750, 0.870]' (the value alone without an interval): a report's table cell."""
+        return f"{self.value:.3f}" + (f" [{self.low:.3f}, {self.high:.3f}]" if self.has_interval else "")
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Interval":
         return cls(*(_nan_if_null(d[k]) for k in ("value", "low", "high")))

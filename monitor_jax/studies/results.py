@@ -213,9 +213,11 @@ def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[
     settings = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
     sets = list(dict.fromkeys(r["eval_set"] for r in rows))
     cache = {} if cache is None else cache
-    base_run = dict(workdir=str(base_dir), steps="base") if base_dir is not None else None
-    if base and base_run and not (base_dir / "eval" / "base" / "scores.jsonl").is_file():
-        notes = [f"{base_dir / 'eval' / 'base' / 'scores.jsonl'}: missing, so no change from zero-shot"] + notes
+    # The base model's scores as _set_scores reads a run's: WORKDIR/eval/STEPS/scores.jsonl, STEPS = "base".
+    base_run = dict(workdir=str(base_dir), steps=ZERO_SHOT.parent.name) if base_dir is not None else None
+    base_scores = base_dir / ZERO_SHOT.parent / "scores.jsonl" if base_dir is not None else None
+    if base and base_run and not base_scores.is_file():
+        notes = [f"{base_scores}: missing, so no change from zero-shot"] + notes
         base_run = None
     table_notes = []
     columns = ["eval_set", "heldout", *keys, "seeds", "auroc_mean", "auroc_per_seed", "zero_shot_auroc",
@@ -269,8 +271,7 @@ def write_summary(rows: list[dict], labels: dict[str, list[str]], base: Mapping[
                                      auroc_per_seed=";".join(f"{r['auroc']:.6f}" for r in sel),
                                      length_auroc=mine[0]["length_auroc"] if np.isfinite(mine[0]["length_auroc"])
                                      else None, **zero, **delta))
-            zero_cell = "-" if zs is None else f"{zs.auroc.value:.3f}" + (
-                f" [{zs.auroc.low:.3f}, {zs.auroc.high:.3f}]" if zs.auroc.has_interval else "")
+            zero_cell = "-" if zs is None else zs.auroc.cell()
             length = mine[0]["length_auroc"]
             first = (f"| {name} | {'yes' if mine[0]['heldout'] else 'no'} | "
                      f"{f'{length:.3f}' if np.isfinite(length) else '-'} | {zero_cell} | ")
