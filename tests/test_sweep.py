@@ -277,6 +277,32 @@ def test_report_labels_categorical_values_and_lists_unfinished_runs(tmp_path):
     assert not list(out.glob("auroc_vs_*.png"))            # no numeric grid key to plot against
 
 
+def test_auroc_against_a_numeric_key_keeps_the_other_keys_settings_apart(tmp_path):
+    """A normalisation x ratio grid: the AUROC-against-ratio curves are one panel per normalisation, each the mean
+    over seeds, never the two normalisations averaged (which hid the comparison the dilution study is about)."""
+    from monitor_jax.studies.results import curves, plot_against
+
+    labels = {"loss.normalization": ["per_source", "pooled"], "data.mixing.value": ["0.25", "0.75"]}
+    rows, auroc = [], {}
+    for norm in labels["loss.normalization"]:
+        for r in labels["data.mixing.value"]:
+            for seed in (0, 1):
+                v = 0.5 + 0.2 * (norm == "per_source") + 0.1 * float(r) + 0.02 * seed
+                auroc.setdefault((norm, r), []).append(v)
+                rows.append({"loss.normalization": norm, "data.mixing.value": r, "seed": seed, "eval_set": "chem",
+                             "auroc": v, "auroc_low": v - 0.1, "auroc_high": v + 0.1})
+    got = curves(rows, labels, "data.mixing.value")
+    assert list(got) == [("loss.normalization=per_source",), ("loss.normalization=pooled",)]
+    for norm in labels["loss.normalization"]:
+        p = got[(f"loss.normalization={norm}",)]["chem"]
+        assert p[:, 0].tolist() == [0.25, 0.75]
+        np.testing.assert_allclose(p[:, 1], [np.mean(auroc[(norm, r)]) for r in ("0.25", "0.75")])
+        np.testing.assert_allclose(p[:, 3] - p[:, 2], 0.2)
+    assert list(curves(rows, {"data.mixing.value": ["0.25", "0.75"]}, "data.mixing.value")) == [()]
+    plot_against(rows, labels, "data.mixing.value", tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+
+
 def _fake_sweep(root, seeds=(0, 1), n=60, skip=()):
     """A finished sweep's files as `sweep` and `train` write them: a grid over train.steps (300, 375) x seeds,
     each run's report.json and scores.jsonl (two eval sets of `n` rows, the same ids in every run)."""

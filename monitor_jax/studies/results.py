@@ -322,33 +322,50 @@ def _numeric(labels: list[str]) -> bool:
         return False
 
 
+def curves(rows: list[dict], labels: dict[str, list[str]], key: str) -> dict[tuple, dict[str, np.ndarray]]:
+    """AUROC against the numeric grid key `key`, per setting of the other grid keys (a tuple of their
+    "key=value"; empty when `key` is the only one) and eval set: rows of (x, mean AUROC, mean low, mean high)
+    over seeds. The other keys are kept apart, not averaged: in a normalisation x ratio grid the comparison the
+    study is about is between them."""
+    others = [k for k in labels if k != key]
+    out: dict[tuple, dict[str, np.ndarray]] = {}
+    for setting in dict.fromkeys(tuple(f"{k}={r[k]}" for k in others) for r in rows):
+        panel = {}
+        for name in dict.fromkeys(r["eval_set"] for r in rows):
+            pts = []
+            for x in labels[key]:
+                sel = [r for r in rows if r["eval_set"] == name and r[key] == x
+                       and tuple(f"{k}={r[k]}" for k in others) == setting]
+                if sel:
+                    mean = lambda k: float(np.mean([r[k] for r in sel if r[k] is not None] or [np.nan]))  # noqa: E731
+                    pts.append((float(x), mean("auroc"), mean("auroc_low"), mean("auroc_high")))
+            if pts:
+                panel[name] = np.array(pts)
+        out[setting] = panel
+    return out
+
+
 def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path: Path,
                  base: Mapping[str, Any] | None = None) -> None:
-    """AUROC against a numeric grid key, one line per eval set (mean over seeds and the other keys), with the
-    mean bootstrap interval as a band, and each set's zero-shot AUROC (`base`) as a dashed line of its colour."""
-    xs = labels[key]
-    sets = list(dict.fromkeys(r["eval_set"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in sets:
-        pts = []
-        for x in xs:
-            sel = [r for r in rows if r["eval_set"] == name and r[key] == x]
-            if sel:
-                mean = lambda k: float(np.mean([r[k] for r in sel if r[k] is not None] or [np.nan]))  # noqa: E731
-                pts.append((float(x), mean("auroc"), mean("auroc_low"), mean("auroc_high")))
-        if not pts:
-            continue
-        p = np.array(pts)
-        line, = ax.plot(p[:, 0], p[:, 1], marker="o", label=name)
-        if np.isfinite(p[:, 2:]).all():
-            ax.fill_between(p[:, 0], p[:, 2], p[:, 3], color=line.get_color(), alpha=0.15)
-        if base and name in base:
-            ax.axhline(base[name].auroc.value, color=line.get_color(), lw=0.8, ls="--")
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel(key)
-    ax.set_ylabel("AUROC (bootstrap 95% band)")
-    ax.set_title(f"AUROC against {key}" + (" (dashed: zero-shot)" if base else ""))
-    ax.legend(fontsize=7, loc="best")
+    """AUROC against a numeric grid key: one panel per setting of the other grid keys (`curves`), one line per
+    eval set (mean over seeds) with the mean bootstrap interval as a band, and each set's zero-shot AUROC
+    (`base`) as a dashed line of its colour."""
+    panels = curves(rows, labels, key)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (setting, panel) in zip(axes[0], panels.items()):
+        for k, (name, p) in enumerate(panel.items()):
+            colour = f"C{k % 10}"
+            ax.plot(p[:, 0], p[:, 1], marker="o", label=name, color=colour)
+            if np.isfinite(p[:, 2:]).all():
+                ax.fill_between(p[:, 0], p[:, 2], p[:, 3], color=colour, alpha=0.15)
+            if base and name in base:
+                ax.axhline(base[name].auroc.value, color=colour, lw=0.8, ls="--")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(key)
+        ax.set_title(", ".join(setting) or f"AUROC against {key}", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("AUROC (bootstrap 95% band)")
+    fig.suptitle(f"AUROC against {key}" + (" (dashed: zero-shot)" if base else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
