@@ -362,7 +362,7 @@ def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path:
                 ax.axhline(base[name].auroc.value, color=colour, lw=0.8, ls="--")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xlabel(key)
-        ax.set_title(", ".join(setting) or f"AUROC against {key}", fontsize=9)
+        ax.set_title(", ".join(setting), fontsize=9)              # empty when `key` is the only grid key
         ax.legend(fontsize=7, loc="best")
     axes[0][0].set_ylabel("AUROC (bootstrap 95% band)")
     fig.suptitle(f"AUROC against {key}" + (" (dashed: zero-shot)" if base else ""))
