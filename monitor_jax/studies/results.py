@@ -328,21 +328,18 @@ def curves(rows: list[dict], labels: dict[str, list[str]], key: str) -> dict[tup
     over seeds. The other keys are kept apart, not averaged: in a normalisation x ratio grid the comparison the
     study is about is between them."""
     others = [k for k in labels if k != key]
-    out: dict[tuple, dict[str, np.ndarray]] = {}
-    for setting in dict.fromkeys(tuple(f"{k}={r[k]}" for k in others) for r in rows):
-        panel = {}
-        for name in dict.fromkeys(r["eval_set"] for r in rows):
-            pts = []
-            for x in labels[key]:
-                sel = [r for r in rows if r["eval_set"] == name and r[key] == x
-                       and tuple(f"{k}={r[k]}" for k in others) == setting]
-                if sel:
-                    mean = lambda k: float(np.mean([r[k] for r in sel if r[k] is not None] or [np.nan]))  # noqa: E731
-                    pts.append((float(x), mean("auroc"), mean("auroc_low"), mean("auroc_high")))
-            if pts:
-                panel[name] = np.array(pts)
-        out[setting] = panel
-    return out
+    groups: dict[tuple, dict[str, dict[str, list[dict]]]] = {}        # setting -> eval set -> x -> its seeds' rows
+    for r in rows:
+        setting = tuple(f"{k}={r[k]}" for k in others)
+        groups.setdefault(setting, {}).setdefault(r["eval_set"], {}).setdefault(r[key], []).append(r)
+
+    def mean(sel: list[dict], m: str) -> float:
+        return float(np.mean([r[m] for r in sel if r[m] is not None] or [np.nan]))
+
+    return {setting: {name: np.array([(float(x), *(mean(by_x[x], m) for m in ("auroc", "auroc_low", "auroc_high")))
+                                      for x in labels[key] if x in by_x])
+                      for name, by_x in panel.items()}
+            for setting, panel in groups.items()}
 
 
 def plot_against(rows: list[dict], labels: dict[str, list[str]], key: str, path: Path,
