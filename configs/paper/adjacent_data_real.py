@@ -4,6 +4,7 @@ configs/real_study.py's LoRA settings, 48 steps of 8 rows (about 290 classificat
 with N = 4800 few of them are in-domain, which is the question), two seeds.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and eight evaluations of about 2 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 51 min 12 s.
 
     python -m monitor_jax.main eval --config=configs/paper/adjacent_data_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/adjacent_data_real.py

@@ -2,6 +2,7 @@
 at r = 0.25 and 0.75) with configs/real_study.py's LoRA settings, 48 steps of 8 rows, two seeds.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and eight evaluations of about 2 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 56 min (one run beside a test run; 6 min 26 s a run alone).
 
     python -m monitor_jax.main eval --config=configs/paper/dilution_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/dilution_real.py

@@ -6,6 +6,7 @@ config, the learning rate is constant after warmup, so every arm of a seed has t
 phase (same rows, same updates): the paired difference is the instruction steps' alone.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and six evaluations of about 2.5 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 51 min 35 s.
 
     python -m monitor_jax.main eval --config=configs/paper/instruction_after_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/instruction_after_real.py

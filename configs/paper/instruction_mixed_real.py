@@ -2,6 +2,7 @@
 0.75, 0.5; the prompt-change sets) with configs/real_study.py's LoRA settings, 64 steps of 8 rows, two seeds.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and six evaluations of about 2.5 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 52 min 42 s.
 
     python -m monitor_jax.main eval --config=configs/paper/instruction_mixed_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/instruction_mixed_real.py

@@ -3,6 +3,7 @@
 two seeds.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and eight evaluations of about 2 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 49 min 40 s.
 
     python -m monitor_jax.main eval --config=configs/paper/mixing_ratio_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/mixing_ratio_real.py

@@ -4,6 +4,7 @@ with configs/real_study.py's LoRA settings, 192 steps of 8 rows, two seeds.
 
 Budget (this 2-core CPU): about 6 s a LoRA step at 8 x 128 (measured on these configs) and one evaluation of
 9 x 48 rows plus the 21 trajectories a run (about 2.5 minutes): about 22 minutes a run, 45 for the sweep.
+Measured there (2026-12-03/04, docs/studies.md): sweep 41 min 31 s.
 
     python -m monitor_jax.main eval --config=configs/paper/prompt_change_real.py      # the zero-shot row, once
     python -m monitor_jax.main sweep --config=configs/paper/prompt_change_real.py

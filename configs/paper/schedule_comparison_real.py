@@ -3,6 +3,7 @@ linear 1.0 -> 0.5, staged 1.0 then 0.625: the same mean share) with configs/real
 steps of 8 rows, two seeds.
 
 Budget (this 2-core CPU): 384 steps of about 6 s and six evaluations of about 2.5 minutes: about 55 minutes.
+Measured there (2026-12-03/04, docs/studies.md): sweep 49 min.
 
     python -m monitor_jax.main eval --config=configs/paper/schedule_comparison_real.py      # the zero-shot row
     python -m monitor_jax.main sweep --config=configs/paper/schedule_comparison_real.py
