@@ -65,20 +65,27 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list
 PAIRED_SAMPLES = 1000
 
 
+def read_scores(path: Path) -> dict[str, dict[str, tuple[int, float, float]]]:
+    """{eval set: {row id: (label, log-odds, P(positive))}} from a scores.jsonl (what paired_auroc_difference
+    takes, one eval set of two runs at a time; also for pairing runs of different sweeps by hand)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetricError(f"{path}: missing; the paired difference needs each run's per-row scores")
+    by_set: dict[str, dict] = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            by_set.setdefault(r["name"], {})[str(r["id"])] = (int(r["label"]), float(r["score"]),
+                                                              float(r["p_positive"]))
+    return by_set
+
+
 def _set_scores(run: Mapping[str, Any], eval_set: str, cache: dict) -> dict[str, tuple[int, float, float]]:
-    """{row id: (label, log-odds, P(positive))} of one eval set from a run's final scores.jsonl (each file read
-    once into `cache`: {path: {eval set: rows}})."""
+    """One eval set's rows (read_scores) of a run's final scores.jsonl (each file read once into `cache`:
+    {path: {eval set: rows}})."""
     path = Path(run["workdir"]) / "eval" / str(run["steps"]) / "scores.jsonl"
     if path not in cache:
-        if not path.is_file():
-            raise MetricError(f"{path}: missing; the paired difference needs each run's per-row scores")
-        by_set: dict[str, dict] = {}
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                by_set.setdefault(r["name"], {})[str(r["id"])] = (int(r["label"]), float(r["score"]),
-                                                                  float(r["p_positive"]))
-        cache[path] = by_set
+        cache[path] = read_scores(path)
     if eval_set not in cache[path]:
         raise MetricError(f"{path}: no rows of eval set {eval_set!r}")
     return cache[path][eval_set]
